@@ -1,0 +1,1 @@
+//! mc-sim: a simulator of the Master Controller's cloudlet maintenance API.

@@ -1,0 +1,108 @@
+//! The command line: flags and subcommands, nothing else.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::DEFAULT_CONFIG_PATH;
+
+/// Puts MobiledgeX/EdgeXR cloudlets into maintenance ahead of declared windows, restores them
+/// afterwards, and verifies both.
+#[derive(Debug, Parser)]
+#[command(name = "cloudlet-maintd", version, about, long_about = None)]
+pub struct Cli {
+    /// Daemon config file. A missing file at the default path means built-in defaults.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+impl Cli {
+    /// The config path to read and whether its absence is acceptable.
+    pub fn config_path(&self) -> (PathBuf, bool) {
+        match &self.config {
+            Some(p) => (p.clone(), false),
+            None => (PathBuf::from(DEFAULT_CONFIG_PATH), true),
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate the window files and the config; exit 1 if anything is invalid.
+    Check(CheckArgs),
+    /// Show the upcoming maintenance spans per cloudlet.
+    Plan(PlanArgs),
+    /// Manual operations on one cloudlet, like mcctl (show, enter, exit).
+    Cloudlet(CloudletArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Directory of window files (overrides `[schedule] windows_dir`).
+    #[arg(long, value_name = "DIR")]
+    pub windows_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// Directory of window files (overrides `[schedule] windows_dir`).
+    #[arg(long, value_name = "DIR")]
+    pub windows_dir: Option<PathBuf>,
+    /// Start of the listing: RFC 3339 (`2026-12-06T02:00:00+01:00`, `…Z`) or a civil time in
+    /// UTC (`2026-12-06T02:00`). Default: now.
+    #[arg(long, value_name = "TIME")]
+    pub from: Option<String>,
+    /// End of the listing (same forms as --from). Default: 14 days after --from.
+    #[arg(long, value_name = "TIME", conflicts_with = "count")]
+    pub until: Option<String>,
+    /// Show only the first N spans (looking up to one year ahead).
+    #[arg(long, value_name = "N")]
+    pub count: Option<usize>,
+    /// Only this cloudlet.
+    #[arg(long, value_name = "ORG/NAME")]
+    pub cloudlet: Option<String>,
+    /// Print a JSON array of spans instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CloudletArgs {
+    #[command(subcommand)]
+    pub action: CloudletAction,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CloudletAction {
+    /// Show one cloudlet (ORG/NAME) or every cloudlet of an organization (--org).
+    Show {
+        #[arg(long)]
+        region: String,
+        /// The cloudlet, as ORG/NAME.
+        #[arg(value_name = "ORG/NAME", required_unless_present = "org", conflicts_with = "org")]
+        cloudlet: Option<String>,
+        /// List every cloudlet of this organization.
+        #[arg(long)]
+        org: Option<String>,
+    },
+    /// Put a cloudlet into maintenance (MaintenanceStart, or MaintenanceStartNoFailover).
+    Enter {
+        #[arg(long)]
+        region: String,
+        #[arg(value_name = "ORG/NAME")]
+        cloudlet: String,
+        /// Skip the AutoProv failover of HA app instances.
+        #[arg(long)]
+        no_failover: bool,
+    },
+    /// Restore Normal Operation.
+    Exit {
+        #[arg(long)]
+        region: String,
+        #[arg(value_name = "ORG/NAME")]
+        cloudlet: String,
+    },
+}

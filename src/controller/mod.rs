@@ -1,0 +1,1 @@
+//! Client of the Master Controller REST API (see `shared/controller-protocol.md`).

@@ -1,0 +1,14 @@
+//! cloudlet-maintd: puts MobiledgeX/EdgeXR cloudlets into maintenance ahead of declared windows,
+//! restores them afterwards, and verifies both.
+//!
+//! The library is a functional core (window files → plan) inside a thin imperative shell (the
+//! commands in [`commands`]). `main.rs` only wires the command line to these modules.
+
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod controller;
+pub mod diag;
+pub mod plan;
+pub mod timeutil;
+pub mod windows;

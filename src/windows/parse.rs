@@ -1,0 +1,523 @@
+//! Parsing and validating one window file, alone.
+//!
+//! Every finding carries `file:line:col` when the TOML parser or the offending value gives one,
+//! and all findings of a file are reported together so that an operator fixes them in one pass.
+//! Errors make the file invalid; warnings (overlapping recurrences, very long windows, a one-off
+//! wholly in the past) are shown by `check` but do not reject the file.
+
+use std::collections::BTreeSet;
+use std::ops::Range;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use croner::parser::{CronParser, Seconds, Year};
+use jiff::civil;
+use jiff::tz::TimeZone;
+use jiff::{SignedDuration, Timestamp};
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::occurrences;
+use super::{DstGap, LeadSpec, Schedule, Window, split_cloudlet};
+use crate::diag::{self, Diagnostic};
+use crate::timeutil::{minus, plus};
+
+/// Windows longer than this earn a warning: a typo in `duration` is likelier than a real
+/// week-long maintenance.
+pub const LONG_WINDOW: Duration = Duration::from_secs(7 * 86_400);
+
+/// The outcome of parsing one file. The file is valid iff `errors` is empty.
+#[derive(Debug, Clone, Default)]
+pub struct ParsedFile {
+    pub windows: Vec<Window>,
+    pub errors: Vec<Diagnostic>,
+    pub warnings: Vec<Diagnostic>,
+}
+
+/// The croner dialect we accept: 5 or 6 fields (optional seconds), no year field, POSIX day
+/// OR-ing, `L`, `#`, `W` and names.
+pub fn cron_parser() -> CronParser {
+    CronParser::builder()
+        .seconds(Seconds::Optional)
+        .year(Year::Disallowed)
+        .build()
+}
+
+/// Parses and validates `text` (the content of `path`). `now` is only used for warnings about
+/// the past and for sampling recurrences.
+pub fn parse_file(path: &Path, text: &str, now: Timestamp) -> ParsedFile {
+    let mut out = ParsedFile::default();
+    let raw: RawFile = match toml::from_str(text) {
+        Ok(raw) => raw,
+        Err(e) => {
+            out.errors.push(diag::from_toml_error(path, text, &e));
+            return out;
+        }
+    };
+    if raw.window.is_empty() {
+        out.warnings.push(Diagnostic::new(
+            path,
+            None,
+            "no [[window]] tables in this file",
+        ));
+    }
+    let mut ids_in_file: Vec<(String, usize)> = Vec::new();
+    for table in raw.window {
+        let span = table.span();
+        let mut v = WindowValidator {
+            path,
+            text,
+            errors: Vec::new(),
+            warnings: Vec::new(),
+        };
+        let window = v.validate(table.into_inner(), span, now);
+        if let Some(w) = &window {
+            if let Some((_, first_line)) = ids_in_file.iter().find(|(id, _)| *id == w.id) {
+                v.errors.push(Diagnostic::new(
+                    path,
+                    Some(diag::LineCol {
+                        line: w.line,
+                        col: 1,
+                    }),
+                    format!(
+                        "duplicate window id \"{}\" (first declared at line {first_line})",
+                        w.id
+                    ),
+                ));
+            } else {
+                ids_in_file.push((w.id.clone(), w.line));
+            }
+        }
+        out.errors.append(&mut v.errors);
+        out.warnings.append(&mut v.warnings);
+        if let Some(w) = window {
+            out.windows.push(w);
+        }
+    }
+    if !out.errors.is_empty() {
+        out.windows.clear();
+    }
+    out
+}
+
+struct WindowValidator<'a> {
+    path: &'a Path,
+    text: &'a str,
+    errors: Vec<Diagnostic>,
+    warnings: Vec<Diagnostic>,
+}
+
+impl WindowValidator<'_> {
+    fn err(&mut self, span: Range<usize>, message: impl Into<String>) {
+        self.errors
+            .push(Diagnostic::at_span(self.path, self.text, Some(span), message));
+    }
+
+    fn warn(&mut self, span: Range<usize>, message: impl Into<String>) {
+        self.warnings
+            .push(Diagnostic::at_span(self.path, self.text, Some(span), message));
+    }
+
+    /// The `[[window]]` header line for a table whose body starts at `span.start`.
+    fn header_line(&self, span: &Range<usize>) -> usize {
+        let before = self.text.get(..span.start).unwrap_or("");
+        match before.rfind("[[window]]") {
+            Some(i) => diag::line_col(self.text, i).line,
+            None => diag::line_col(self.text, span.start).line,
+        }
+    }
+
+    fn validate(&mut self, raw: RawWindow, span: Range<usize>, now: Timestamp) -> Option<Window> {
+        let line = self.header_line(&span);
+        let header_span = {
+            let at = self
+                .text
+                .get(..span.start)
+                .and_then(|b| b.rfind("[[window]]"))
+                .unwrap_or(span.start);
+            at..at + 1
+        };
+        let errors_before = self.errors.len();
+
+        let id = match raw.id {
+            Some(id) => {
+                let valid = !id.get_ref().is_empty()
+                    && id
+                        .get_ref()
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+                if !valid {
+                    self.err(
+                        id.span(),
+                        format!(
+                            "invalid window id \"{}\": use letters, digits, '-', '_' and '.'",
+                            id.get_ref()
+                        ),
+                    );
+                }
+                id.into_inner()
+            }
+            None => {
+                self.err(header_span.clone(), "missing required key `id`");
+                String::new()
+            }
+        };
+        let region = match raw.region {
+            Some(r) if r.get_ref().trim().is_empty() => {
+                self.err(r.span(), "region must not be empty");
+                String::new()
+            }
+            Some(r) => r.into_inner(),
+            None => {
+                self.err(header_span.clone(), "missing required key `region`");
+                String::new()
+            }
+        };
+
+        let mut cloudlets = Vec::new();
+        match raw.cloudlets {
+            None => self.err(header_span.clone(), "missing required key `cloudlets`"),
+            Some(list) if list.get_ref().is_empty() => self.err(
+                list.span(),
+                "cloudlets must list at least one \"organization/name\"",
+            ),
+            Some(list) => {
+                for c in list.into_inner() {
+                    if split_cloudlet(c.get_ref()).is_none() {
+                        self.err(
+                            c.span(),
+                            format!(
+                                "invalid cloudlet \"{}\": expected \"organization/name\"",
+                                c.get_ref()
+                            ),
+                        );
+                    } else if cloudlets.contains(c.get_ref()) {
+                        self.warn(
+                            c.span(),
+                            format!("cloudlet \"{}\" is listed twice", c.get_ref()),
+                        );
+                    } else {
+                        cloudlets.push(c.into_inner());
+                    }
+                }
+            }
+        }
+
+        let (timezone_name, timezone) = match &raw.timezone {
+            None => ("UTC".to_string(), TimeZone::UTC),
+            Some(tz) => match TimeZone::get(tz.get_ref()) {
+                Ok(zone) => (tz.get_ref().clone(), zone),
+                Err(_) => {
+                    let hint = suggest_zone(tz.get_ref())
+                        .map(|s| format!(" (did you mean \"{s}\"?)"))
+                        .unwrap_or_default();
+                    self.err(
+                        tz.span(),
+                        format!("unknown time zone \"{}\"{hint}", tz.get_ref()),
+                    );
+                    ("UTC".to_string(), TimeZone::UTC)
+                }
+            },
+        };
+
+        let schedule = match (raw.start, raw.cron) {
+            (Some(_), Some(cron)) => {
+                self.err(
+                    cron.span(),
+                    "a window has either `start` (one-off) or `cron` (recurring), not both",
+                );
+                None
+            }
+            (None, None) => {
+                self.err(
+                    header_span.clone(),
+                    "missing `start` (one-off, e.g. \"2026-12-06T02:00\") or `cron` (recurring, e.g. \"0 2 * * Sun\")",
+                );
+                None
+            }
+            (Some(start), None) => self.civil_datetime(&start).map(Schedule::Once),
+            (None, Some(cron)) => match cron_parser().parse(cron.get_ref()) {
+                Ok(parsed) => Some(Schedule::Cron {
+                    pattern: cron.get_ref().trim().to_string(),
+                    cron: Box::new(parsed),
+                }),
+                Err(e) => {
+                    self.err(
+                        cron.span(),
+                        format!("invalid cron pattern \"{}\": {e}", cron.get_ref()),
+                    );
+                    None
+                }
+            },
+        };
+
+        let duration = match &raw.duration {
+            None => {
+                self.err(
+                    header_span.clone(),
+                    "missing required key `duration` (e.g. \"4h\")",
+                );
+                None
+            }
+            Some(d) => match diag::parse_duration(d.get_ref()) {
+                Ok(dur) if dur.is_zero() => {
+                    self.err(d.span(), "duration must be greater than zero");
+                    None
+                }
+                Ok(dur) => {
+                    if dur > LONG_WINDOW {
+                        self.warn(
+                            d.span(),
+                            format!(
+                                "window lasts {} (more than 7 days); is that intended?",
+                                humantime::format_duration(dur)
+                            ),
+                        );
+                    }
+                    Some(dur)
+                }
+                Err(msg) => {
+                    self.err(d.span(), msg);
+                    None
+                }
+            },
+        };
+
+        let lead = match &raw.lead {
+            None => LeadSpec::Auto,
+            Some(l) if l.get_ref().trim() == "auto" => LeadSpec::Auto,
+            Some(l) => match diag::parse_duration(l.get_ref()) {
+                Ok(d) => LeadSpec::Fixed(d),
+                Err(msg) => {
+                    self.err(l.span(), format!("{msg}, or \"auto\""));
+                    LeadSpec::Auto
+                }
+            },
+        };
+
+        let dst_gap = match &raw.dst_gap {
+            None => DstGap::Shift,
+            Some(g) => match g.get_ref().as_str() {
+                "shift" => DstGap::Shift,
+                "skip" => DstGap::Skip,
+                other => {
+                    self.err(
+                        g.span(),
+                        format!("invalid dst_gap \"{other}\": expected \"shift\" or \"skip\""),
+                    );
+                    DstGap::Shift
+                }
+            },
+        };
+
+        let mut skip = BTreeSet::new();
+        for d in raw.skip.unwrap_or_default() {
+            if let Some(date) = self.civil_date(&d, "skip") {
+                skip.insert(date);
+            }
+        }
+        let not_before = raw
+            .not_before
+            .as_ref()
+            .and_then(|d| self.civil_date(d, "not_before"));
+        let not_after = raw
+            .not_after
+            .as_ref()
+            .and_then(|d| self.civil_date(d, "not_after"));
+        if let (Some(b), Some(a), Some(span)) = (not_before, not_after, raw.not_after.as_ref())
+            && a < b
+        {
+            self.err(
+                span.span(),
+                format!("not_after ({a}) is before not_before ({b})"),
+            );
+        }
+
+        if self.errors.len() > errors_before {
+            return None;
+        }
+        let (schedule, duration) = (schedule?, duration?);
+        let window = Window {
+            id,
+            source: self.path.to_path_buf(),
+            line,
+            region,
+            cloudlets,
+            schedule,
+            timezone_name,
+            timezone,
+            duration,
+            failover: raw.failover.unwrap_or(true),
+            lead,
+            skip,
+            not_before,
+            not_after,
+            dst_gap,
+        };
+        self.semantic_warnings(&window, header_span, now);
+        if self.errors.len() > errors_before {
+            return None;
+        }
+        Some(window)
+    }
+
+    /// Checks that need occurrences: a cron that never fires (error), a recurrence overlapping
+    /// itself, a one-off wholly in the past or dropped by its own DST policy (warnings).
+    fn semantic_warnings(&mut self, w: &Window, at: Range<usize>, now: Timestamp) {
+        match &w.schedule {
+            Schedule::Once(_) => {
+                let far = plus(now, SignedDuration::from_hours(24 * 366 * 50));
+                let far_past = minus(now, SignedDuration::from_hours(24 * 366 * 50));
+                let (occ, skipped) = occurrences::occurrences(w, far_past, far);
+                match occ.first() {
+                    Some(o) if o.end <= now => self.warn(
+                        at,
+                        format!(
+                            "window \"{}\" ended in the past ({}); it has no effect",
+                            w.id,
+                            o.end.to_zoned(w.timezone.clone()).strftime("%Y-%m-%d %H:%M %Z")
+                        ),
+                    ),
+                    Some(_) => {}
+                    None => {
+                        let why = skipped
+                            .first()
+                            .map(|s| s.reason.to_string())
+                            .unwrap_or_else(|| "excluded by its own bounds".into());
+                        self.warn(at, format!("window \"{}\" never happens: {why}", w.id));
+                    }
+                }
+            }
+            Schedule::Cron { pattern, cron } => {
+                // Does the pattern ever match, ignoring skip dates and bounds?
+                let probe = civil::date(2000, 1, 1).at(0, 0, 0, 0);
+                if cron.find_next_occurrence(&probe, true).is_err() {
+                    self.err(at, format!("cron pattern \"{pattern}\" never matches"));
+                    return;
+                }
+                let until = plus(now, SignedDuration::from_hours(24 * 400));
+                let (occ, _) = occurrences::occurrences(w, now, until);
+                if occ.is_empty() {
+                    if w.not_after.is_some() {
+                        self.warn(
+                            at,
+                            format!(
+                                "window \"{}\" has no occurrence in the next 400 days (not_after has passed?)",
+                                w.id
+                            ),
+                        );
+                    }
+                    return;
+                }
+                if let Some(pair) = occ.windows(2).find(|p| p[1].start < p[0].end) {
+                    let z = |t: Timestamp| {
+                        t.to_zoned(w.timezone.clone())
+                            .strftime("%Y-%m-%d %H:%M")
+                            .to_string()
+                    };
+                    self.warn(
+                        at,
+                        format!(
+                            "occurrences of \"{}\" overlap each other (e.g. {} lasts past {}); they merge into one span",
+                            w.id,
+                            z(pair[0].start),
+                            z(pair[1].start)
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
+    fn civil_datetime(&mut self, value: &Spanned<DateText>) -> Option<civil::DateTime> {
+        let text = value.get_ref().as_text();
+        let t = text.trim();
+        let has_offset = t.ends_with('Z')
+            || t.ends_with('z')
+            || t.get(10..).is_some_and(|rest| rest.contains('+') || rest.contains('-'));
+        if has_offset {
+            self.err(
+                value.span(),
+                format!(
+                    "start \"{t}\" carries an offset; write the civil time in the window's timezone (e.g. \"2026-12-06T02:00\")"
+                ),
+            );
+            return None;
+        }
+        match civil::DateTime::from_str(t) {
+            Ok(dt) => Some(dt),
+            Err(e) => {
+                self.err(
+                    value.span(),
+                    format!(
+                        "invalid start \"{t}\": {e}; expected a civil date-time like \"2026-12-06T02:00\""
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn civil_date(&mut self, value: &Spanned<DateText>, key: &str) -> Option<civil::Date> {
+        let text = value.get_ref().as_text();
+        match civil::Date::from_str(text.trim()) {
+            Ok(d) => Some(d),
+            Err(_) => {
+                self.err(
+                    value.span(),
+                    format!("invalid {key} date \"{text}\": expected YYYY-MM-DD"),
+                );
+                None
+            }
+        }
+    }
+}
+
+/// The closest IANA zone name, for "did you mean".
+fn suggest_zone(name: &str) -> Option<String> {
+    let names: Vec<String> = jiff::tz::db().available().map(|n| n.to_string()).collect();
+    diag::suggest(name, names.iter().map(String::as_str)).map(str::to_string)
+}
+
+/// A date or date-time written either as a TOML string or as a bare TOML date/time.
+#[derive(Deserialize, Debug)]
+#[serde(untagged)]
+enum DateText {
+    Text(String),
+    Toml(toml::value::Datetime),
+}
+
+impl DateText {
+    fn as_text(&self) -> String {
+        match self {
+            DateText::Text(s) => s.clone(),
+            DateText::Toml(d) => d.to_string(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    #[serde(default)]
+    window: Vec<Spanned<RawWindow>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWindow {
+    id: Option<Spanned<String>>,
+    region: Option<Spanned<String>>,
+    cloudlets: Option<Spanned<Vec<Spanned<String>>>>,
+    start: Option<Spanned<DateText>>,
+    cron: Option<Spanned<String>>,
+    timezone: Option<Spanned<String>>,
+    duration: Option<Spanned<String>>,
+    failover: Option<bool>,
+    lead: Option<Spanned<String>>,
+    skip: Option<Vec<Spanned<DateText>>>,
+    not_before: Option<Spanned<DateText>>,
+    not_after: Option<Spanned<DateText>>,
+    dst_gap: Option<Spanned<String>>,
+}
