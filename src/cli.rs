@@ -37,6 +37,42 @@ pub enum Command {
     Plan(PlanArgs),
     /// Manual operations on one cloudlet, like mcctl (show, enter, exit).
     Cloudlet(CloudletArgs),
+    /// Run the daemon: enter maintenance ahead of each span, restore after it, verify both.
+    Run(RunArgs),
+    /// Show the whole product on this machine: an embedded controller simulator, demo windows
+    /// starting within minutes, and the daemon with its status endpoint.
+    #[cfg(feature = "demo")]
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct RunArgs {
+    /// Directory of window files (overrides `[schedule] windows_dir`).
+    #[arg(long, value_name = "DIR")]
+    pub windows_dir: Option<PathBuf>,
+    /// State directory holding the journal (overrides `[schedule] state_dir`).
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Status endpoint address (overrides `[status] listen`).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<std::net::SocketAddr>,
+    /// Log format: `text` (default; without timestamps under systemd) or `json`.
+    #[arg(long, value_name = "FORMAT", default_value = "text")]
+    pub log_format: String,
+}
+
+#[cfg(feature = "demo")]
+#[derive(Debug, Args, Clone)]
+pub struct DemoArgs {
+    /// Status endpoint address.
+    #[arg(long, value_name = "ADDR", default_value = crate::config::DEFAULT_STATUS_LISTEN)]
+    pub listen: std::net::SocketAddr,
+    /// Stop after this long (e.g. "6m"); default: run until Ctrl-C.
+    #[arg(long = "for", value_name = "DURATION")]
+    pub run_for: Option<String>,
+    /// Keep the demo's files (windows.d, journal) in this directory instead of a temp dir.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -51,6 +87,9 @@ pub struct PlanArgs {
     /// Directory of window files (overrides `[schedule] windows_dir`).
     #[arg(long, value_name = "DIR")]
     pub windows_dir: Option<PathBuf>,
+    /// State directory whose journal holds the learned leads (overrides `[schedule] state_dir`).
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
     /// Start of the listing: RFC 3339 (`2026-12-06T02:00:00+01:00`, `…Z`) or a civil time in
     /// UTC (`2026-12-06T02:00`). Default: now.
     #[arg(long, value_name = "TIME")]
@@ -82,7 +121,11 @@ pub enum CloudletAction {
         #[arg(long)]
         region: String,
         /// The cloudlet, as ORG/NAME.
-        #[arg(value_name = "ORG/NAME", required_unless_present = "org", conflicts_with = "org")]
+        #[arg(
+            value_name = "ORG/NAME",
+            required_unless_present = "org",
+            conflicts_with = "org"
+        )]
         cloudlet: Option<String>,
         /// List every cloudlet of this organization.
         #[arg(long)]

@@ -78,6 +78,15 @@ pub struct ScheduleConfig {
     pub max_concurrent: usize,
     pub max_concurrent_per_org: usize,
     pub shutdown_grace: Duration,
+    /// How often a cloudlet is read again while a handshake runs server-side.
+    pub poll_interval: Duration,
+    /// How often a cloudlet in a span is read again to notice people acting by hand.
+    pub verify_interval: Duration,
+    /// First retry delay after a failed request (doubles, with jitter, up to `retry_max`).
+    pub retry_initial: Duration,
+    pub retry_max: Duration,
+    /// Restore attempts before the daemon stops sending and only watches (with an alert).
+    pub restore_attempts: u32,
 }
 
 /// The status endpoint.
@@ -145,6 +154,11 @@ impl Default for Config {
                 max_concurrent: 50,
                 max_concurrent_per_org: 10,
                 shutdown_grace: Duration::from_secs(30),
+                poll_interval: Duration::from_secs(10),
+                verify_interval: Duration::from_secs(300),
+                retry_initial: Duration::from_secs(5),
+                retry_max: Duration::from_secs(120),
+                restore_attempts: 5,
             },
             status: StatusConfig {
                 listen: DEFAULT_STATUS_LISTEN
@@ -211,11 +225,10 @@ impl Config {
 
         let c = raw.controller;
         let cc = &mut cfg.controller;
-        if let Some(url) = c.url {
-            match v.url(&url) {
-                Some(u) => cc.url = u,
-                None => {}
-            }
+        if let Some(url) = c.url
+            && let Some(u) = v.url(&url)
+        {
+            cc.url = u;
         }
         if let Some(u) = c.username {
             if u.get_ref().trim().is_empty() {
@@ -284,6 +297,18 @@ impl Config {
             "max_concurrent_per_org",
         );
         v.duration_into(&s.shutdown_grace, &mut sc.shutdown_grace);
+        v.duration_into(&s.poll_interval, &mut sc.poll_interval);
+        v.duration_into(&s.verify_interval, &mut sc.verify_interval);
+        v.duration_into(&s.retry_initial, &mut sc.retry_initial);
+        v.duration_into(&s.retry_max, &mut sc.retry_max);
+        let mut attempts = sc.restore_attempts as usize;
+        v.count_into(&s.restore_attempts, &mut attempts, "restore_attempts");
+        sc.restore_attempts = u32::try_from(attempts).unwrap_or(u32::MAX);
+        if sc.retry_max < sc.retry_initial
+            && let Some(span) = s.retry_max.as_ref().or(s.retry_initial.as_ref())
+        {
+            v.err(span, "retry_max must not be shorter than retry_initial");
+        }
 
         let st = raw.status;
         if let Some(l) = &st.listen {
@@ -401,6 +426,11 @@ struct RawSchedule {
     max_concurrent: Option<Spanned<i64>>,
     max_concurrent_per_org: Option<Spanned<i64>>,
     shutdown_grace: Option<Spanned<String>>,
+    poll_interval: Option<Spanned<String>>,
+    verify_interval: Option<Spanned<String>>,
+    retry_initial: Option<Spanned<String>>,
+    retry_max: Option<Spanned<String>>,
+    restore_attempts: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -444,10 +474,17 @@ mod tests {
         let err = parse("[controller]\nmaintenance_timeout = \"soon\"\n")
             .unwrap_err()
             .to_string();
-        assert!(err.starts_with("maintd.toml:2:23: invalid duration \"soon\""), "{err}");
-        let err = parse("[schedule]\nmax_concurent = 3\n").unwrap_err().to_string();
         assert!(
-            err.contains("maintd.toml:2:1: unknown key `max_concurent` (did you mean `max_concurrent`?)"),
+            err.starts_with("maintd.toml:2:23: invalid duration \"soon\""),
+            "{err}"
+        );
+        let err = parse("[schedule]\nmax_concurent = 3\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(
+                "maintd.toml:2:1: unknown key `max_concurent` (did you mean `max_concurrent`?)"
+            ),
             "{err}"
         );
     }

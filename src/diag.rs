@@ -22,7 +22,11 @@ pub fn line_col(text: &str, offset: usize) -> LineCol {
     let before = text.get(..offset).unwrap_or(text);
     let line = before.matches('\n').count() + 1;
     let line_start = before.rfind('\n').map(|i| i + 1).unwrap_or(0);
-    let col = before.get(line_start..).map(|s| s.chars().count()).unwrap_or(0) + 1;
+    let col = before
+        .get(line_start..)
+        .map(|s| s.chars().count())
+        .unwrap_or(0)
+        + 1;
     LineCol { line, col }
 }
 
@@ -115,8 +119,9 @@ pub fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) ->
 
 /// Parses a human duration such as `"4h"`, `"90m"` or `"1h 30m"`.
 pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
-    humantime::parse_duration(text.trim())
-        .map_err(|e| format!("invalid duration \"{text}\" ({e}); use forms like \"90m\", \"4h\", \"1h 30m\""))
+    humantime::parse_duration(text.trim()).map_err(|e| {
+        format!("invalid duration \"{text}\" ({e}); use forms like \"90m\", \"4h\", \"1h 30m\"")
+    })
 }
 
 #[cfg(test)]
@@ -133,7 +138,8 @@ mod tests {
 
     #[test]
     fn unknown_field_gets_a_hint() {
-        let m = improve_message("unknown field `durtion`, expected one of `id`, `duration`, `lead`");
+        let m =
+            improve_message("unknown field `durtion`, expected one of `id`, `duration`, `lead`");
         assert_eq!(m, "unknown key `durtion` (did you mean `duration`?)");
         let m = improve_message("unknown field `zzz`, expected `id` or `lead`");
         assert_eq!(m, "unknown key `zzz` (valid keys: id, lead)");

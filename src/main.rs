@@ -22,6 +22,9 @@ fn main() -> ExitCode {
     let code = match &cli.command {
         Command::Check(args) => commands::check::run(&config, args),
         Command::Plan(args) => commands::plan::run(&config, args),
+        Command::Run(args) => commands::run::run(&config, args),
+        #[cfg(feature = "demo")]
+        Command::Demo(args) => commands::demo::run(&config, args),
         Command::Cloudlet(args) => match tokio::runtime::Runtime::new() {
             Ok(rt) => rt.block_on(commands::cloudlet::run(&config, &args.action)),
             Err(e) => {

@@ -14,8 +14,8 @@ use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
 
-use crate::windows::occurrences::{self, OccurrenceNote, Skipped};
 use crate::timeutil::{minus, minus_std, plus, signed};
+use crate::windows::occurrences::{self, OccurrenceNote, Skipped};
 use crate::windows::{LeadSpec, Window};
 
 /// Identifies a cloudlet across regions: `(region, "organization/name")`.
@@ -96,7 +96,10 @@ impl LeadPolicy for WorstCaseLead {
 /// A note on a span.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SpanNote {
-    Dst { window: String, note: OccurrenceNote },
+    Dst {
+        window: String,
+        note: OccurrenceNote,
+    },
     /// Several occurrences were joined into this span.
     Merged { occurrences: usize },
 }
@@ -186,11 +189,8 @@ pub fn plan<'w>(
     let lookback = SignedDuration::from_hours(24);
     let lookahead = SignedDuration::from_hours(24);
     for w in &windows {
-        let (occ, skip) = occurrences::occurrences(
-            w,
-            minus(from, lookback),
-            plus(until, lookahead),
-        );
+        let (occ, skip) =
+            occurrences::occurrences(w, minus(from, lookback), plus(until, lookahead));
         for cloudlet in &w.cloudlets {
             let key = CloudletRef {
                 region: w.region.clone(),
@@ -232,7 +232,12 @@ pub fn plan<'w>(
     plan
 }
 
-fn lead_of(occ: &Occ<'_>, cloudlet: &CloudletRef, failover: bool, leads: &dyn LeadPolicy) -> LeadChoice {
+fn lead_of(
+    occ: &Occ<'_>,
+    cloudlet: &CloudletRef,
+    failover: bool,
+    leads: &dyn LeadPolicy,
+) -> LeadChoice {
     match occ.window.lead {
         LeadSpec::Fixed(d) => LeadChoice {
             duration: d,
@@ -269,9 +274,7 @@ fn merge(cloudlet: &CloudletRef, occs: &[Occ<'_>], leads: &dyn LeadPolicy) -> Ve
             .iter()
             .map(|g| build_span(cloudlet, occs, g, leads))
             .collect();
-        let clash = spans
-            .windows(2)
-            .position(|p| p[1].enter_at < p[0].end);
+        let clash = spans.windows(2).position(|p| p[1].enter_at < p[0].end);
         match clash {
             None => return spans,
             Some(i) => {
@@ -282,7 +285,12 @@ fn merge(cloudlet: &CloudletRef, occs: &[Occ<'_>], leads: &dyn LeadPolicy) -> Ve
     }
 }
 
-fn build_span(cloudlet: &CloudletRef, occs: &[Occ<'_>], group: &[usize], leads: &dyn LeadPolicy) -> Span {
+fn build_span(
+    cloudlet: &CloudletRef,
+    occs: &[Occ<'_>],
+    group: &[usize],
+    leads: &dyn LeadPolicy,
+) -> Span {
     let members: Vec<&Occ<'_>> = group.iter().filter_map(|&i| occs.get(i)).collect();
     let first = members[0];
     let start = first.start;
@@ -296,7 +304,7 @@ fn build_span(cloudlet: &CloudletRef, occs: &[Occ<'_>], group: &[usize], leads: 
         .map(|o| lead_of(o, cloudlet, failover, leads))
         .max_by_key(|l| l.duration)
         .unwrap_or_else(|| lead_of(first, cloudlet, failover, leads));
-        let mut windows: Vec<String> = Vec::new();
+    let mut windows: Vec<String> = Vec::new();
     for o in &members {
         if !windows.contains(&o.window.id) {
             windows.push(o.window.id.clone());

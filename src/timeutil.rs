@@ -47,8 +47,14 @@ mod tests {
 
     #[test]
     fn clamps_instead_of_failing() {
-        assert_eq!(plus(Timestamp::MAX, SignedDuration::from_hours(1)), Timestamp::MAX);
-        assert_eq!(minus(Timestamp::MIN, SignedDuration::from_hours(1)), Timestamp::MIN);
+        assert_eq!(
+            plus(Timestamp::MAX, SignedDuration::from_hours(1)),
+            Timestamp::MAX
+        );
+        assert_eq!(
+            minus(Timestamp::MIN, SignedDuration::from_hours(1)),
+            Timestamp::MIN
+        );
         let t = Timestamp::UNIX_EPOCH;
         assert_eq!(plus_std(t, Duration::from_secs(60)).as_second(), 60);
     }

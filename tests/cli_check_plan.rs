@@ -83,8 +83,14 @@ fn check_accepts_good_files_and_ignores_backups() {
     assert_eq!(out.status.code(), Some(0), "{text}");
     assert!(text.contains("10-berlin.toml: OK (1 window)"), "{text}");
     assert!(text.contains("20-munich.toml: OK (1 window)"), "{text}");
-    assert!(text.contains("10-berlin.toml~: ignored (editor backup)"), "{text}");
-    assert!(text.contains("dpkg-new: ignored (backup or package-manager leftover)"), "{text}");
+    assert!(
+        text.contains("10-berlin.toml~: ignored (editor backup)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("dpkg-new: ignored (backup or package-manager leftover)"),
+        "{text}"
+    );
     assert!(text.contains("2 files: 2 OK, 0 invalid"), "{text}");
 }
 
@@ -112,7 +118,10 @@ fn check_reports_unknown_keys_with_a_hint() {
     let out = run(&["check"], tmp.path());
     let text = stdout(&out);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text.contains(":8:1: unknown key `durtion` (did you mean `duration`?)"), "{text}");
+    assert!(
+        text.contains(":8:1: unknown key `durtion` (did you mean `duration`?)"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -147,7 +156,10 @@ fn check_rejects_the_later_duplicate_id() {
     let text = stdout(&out);
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.contains("20-b.toml: INVALID"), "{text}");
-    assert!(text.contains("duplicate window id \"berlin-weekly\": already declared in"), "{text}");
+    assert!(
+        text.contains("duplicate window id \"berlin-weekly\": already declared in"),
+        "{text}"
+    );
     assert!(text.contains("10-a.toml: OK"), "{text}");
 }
 
@@ -162,7 +174,10 @@ fn a_bad_config_is_a_usage_error() {
     let out = run(&["check"], tmp.path());
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("maintd.toml:2:23: invalid duration \"five\""), "{err}");
+    assert!(
+        err.contains("maintd.toml:2:23: invalid duration \"five\""),
+        "{err}"
+    );
 }
 
 #[test]
@@ -179,7 +194,12 @@ fn plan_json_lists_spans_with_offsets_and_leads() {
         ],
         tmp.path(),
     );
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let spans: Vec<SpanJson> = serde_json::from_slice(&out.stdout).unwrap();
     // Berlin: Sundays 10th and 17th, two cloudlets each; Munich: one-off on the 16th.
     assert_eq!(spans.len(), 5, "{spans:#?}");
@@ -189,7 +209,10 @@ fn plan_json_lists_spans_with_offsets_and_leads() {
     assert_eq!(munich.end, "2027-01-17T04:00:00+01:00");
     assert_eq!(munich.lead_seconds, 600);
     assert!(!munich.failover);
-    let berlin: Vec<&SpanJson> = spans.iter().filter(|s| s.cloudlet == "TDG/berlin-1").collect();
+    let berlin: Vec<&SpanJson> = spans
+        .iter()
+        .filter(|s| s.cloudlet == "TDG/berlin-1")
+        .collect();
     assert_eq!(berlin.len(), 2);
     assert_eq!(berlin[0].start, "2027-01-10T02:00:00+01:00");
     assert_eq!(berlin[0].lead_seconds, 660);
@@ -222,7 +245,13 @@ fn plan_filters_by_cloudlet_and_count() {
     assert_eq!(spans.len(), 3);
     assert!(spans.iter().all(|s| s.cloudlet == "TDG/berlin-2"));
     let table = run(
-        &["plan", "--from", "2027-01-01T00:00:00Z", "--until", "2027-01-05T00:00:00Z"],
+        &[
+            "plan",
+            "--from",
+            "2027-01-01T00:00:00Z",
+            "--until",
+            "2027-01-05T00:00:00Z",
+        ],
         tmp.path(),
     );
     let text = stdout(&table);
@@ -255,7 +284,11 @@ fn last_good_version_stays_in_force_through_the_loader() {
     assert_eq!(berlin.status, FileStatus::Stale);
     assert_eq!(berlin.windows.len(), 1);
     assert_eq!(berlin.windows[0].duration.as_secs(), 4 * 3600);
-    assert!(berlin.errors[0].to_string().contains("invalid duration \"4 hourz\""));
+    assert!(
+        berlin.errors[0]
+            .to_string()
+            .contains("invalid duration \"4 hourz\"")
+    );
     assert_eq!(second.windows().count(), 2);
 
     // Still broken on the next reload: still the last good version.

@@ -53,7 +53,16 @@ fn win_spec() -> impl Strategy<Value = WinSpec> {
         any::<bool>(),
     )
         .prop_map(
-            |(cron, one_off_hours, zone, duration_min, failover, fixed_lead_min, cloudlet, skip_gap)| WinSpec {
+            |(
+                cron,
+                one_off_hours,
+                zone,
+                duration_min,
+                failover,
+                fixed_lead_min,
+                cloudlet,
+                skip_gap,
+            )| WinSpec {
                 cron,
                 one_off_hours,
                 zone,
@@ -80,9 +89,7 @@ fn render(specs: &[WinSpec]) -> String {
                 let t = base()
                     .checked_add(SignedDuration::from_hours(s.one_off_hours))
                     .unwrap();
-                let civil = t
-                    .to_zoned(jiff::tz::TimeZone::get(tz).unwrap())
-                    .datetime();
+                let civil = t.to_zoned(jiff::tz::TimeZone::get(tz).unwrap()).datetime();
                 format!("start = \"{}\"", civil.strftime("%Y-%m-%dT%H:%M"))
             }
         };

@@ -26,7 +26,11 @@ fn now() -> Timestamp {
 
 fn windows(toml: &str) -> Vec<Window> {
     let parsed = parse_file(Path::new("test.toml"), toml, now());
-    assert!(parsed.errors.is_empty(), "unexpected errors: {:?}", parsed.errors);
+    assert!(
+        parsed.errors.is_empty(),
+        "unexpected errors: {:?}",
+        parsed.errors
+    );
     parsed.windows
 }
 
@@ -117,7 +121,11 @@ fn last_day_of_month_and_feb_29() {
     );
     assert_eq!(
         got,
-        ["2027-01-31T22:00:00Z", "2027-02-28T22:00:00Z", "2027-03-31T22:00:00Z"]
+        [
+            "2027-01-31T22:00:00Z",
+            "2027-02-28T22:00:00Z",
+            "2027-03-31T22:00:00Z"
+        ]
     );
     let got = starts(
         &window("cron = \"0 1 29 2 *\"\nduration = \"1h\""),
@@ -137,7 +145,11 @@ fn nth_weekday_and_names() {
     );
     assert_eq!(
         got,
-        ["2027-01-04T03:00:00Z", "2027-02-01T03:00:00Z", "2027-03-01T03:00:00Z"]
+        [
+            "2027-01-04T03:00:00Z",
+            "2027-02-01T03:00:00Z",
+            "2027-03-01T03:00:00Z"
+        ]
     );
     // Month and day names; with day-of-month `*`, only the weekday restricts.
     let got = starts(
@@ -147,7 +159,11 @@ fn nth_weekday_and_names() {
     );
     assert_eq!(
         got,
-        ["2027-01-02T04:00:00Z", "2027-01-09T04:00:00Z", "2027-01-16T04:00:00Z"]
+        [
+            "2027-01-02T04:00:00Z",
+            "2027-01-09T04:00:00Z",
+            "2027-01-16T04:00:00Z"
+        ]
     );
     // POSIX OR-ing: both day-of-month and weekday restricted means either matches.
     let got = starts(
@@ -191,7 +207,12 @@ fn skip_dates_and_bounds() {
         ]
     );
     let ws = windows(&toml);
-    let p = plan(&ws, &leads(), ts("2026-12-30T00:00:00Z"), ts("2027-01-10T00:00:00Z"));
+    let p = plan(
+        &ws,
+        &leads(),
+        ts("2026-12-30T00:00:00Z"),
+        ts("2027-01-10T00:00:00Z"),
+    );
     let skipped: Vec<String> = p
         .skipped
         .iter()
@@ -289,26 +310,53 @@ fn gap_case(zone: &str, cron: &str, policy: &str, from: &str, until: &str) -> Ve
 #[test]
 fn spring_gap_berlin_shift_and_skip() {
     // 2027-03-28 02:30 does not exist in Berlin (02:00 → 03:00).
-    let s = gap_case("Europe/Berlin", "30 2 28 3 *", "shift", "2027-03-01T00:00:00Z", "2027-04-01T00:00:00Z");
+    let s = gap_case(
+        "Europe/Berlin",
+        "30 2 28 3 *",
+        "shift",
+        "2027-03-01T00:00:00Z",
+        "2027-04-01T00:00:00Z",
+    );
     assert_eq!(s.len(), 1);
     assert_eq!(s[0].start, ts("2027-03-28T01:00:00Z"));
     assert_eq!(s[0].start, civil("Europe/Berlin", "2027-03-28T03:00"));
     assert!(matches!(
         s[0].notes[0],
-        SpanNote::Dst { note: OccurrenceNote::DstShifted { .. }, .. }
+        SpanNote::Dst {
+            note: OccurrenceNote::DstShifted { .. },
+            ..
+        }
     ));
-    let s = gap_case("Europe/Berlin", "30 2 28 3 *", "skip", "2027-03-01T00:00:00Z", "2027-04-01T00:00:00Z");
+    let s = gap_case(
+        "Europe/Berlin",
+        "30 2 28 3 *",
+        "skip",
+        "2027-03-01T00:00:00Z",
+        "2027-04-01T00:00:00Z",
+    );
     assert!(s.is_empty());
 }
 
 #[test]
 fn spring_gap_new_york_shift_and_skip() {
     // 2027-03-14 02:30 does not exist in New York (02:00 EST → 03:00 EDT).
-    let s = gap_case("America/New_York", "30 2 * * SUN#2", "shift", "2027-03-01T00:00:00Z", "2027-04-01T00:00:00Z");
+    let s = gap_case(
+        "America/New_York",
+        "30 2 * * SUN#2",
+        "shift",
+        "2027-03-01T00:00:00Z",
+        "2027-04-01T00:00:00Z",
+    );
     assert_eq!(s.len(), 1);
     assert_eq!(s[0].start, ts("2027-03-14T07:00:00Z"));
     assert_eq!(s[0].to_json().start, "2027-03-14T03:00:00-04:00");
-    let s = gap_case("America/New_York", "30 2 * * SUN#2", "skip", "2027-03-01T00:00:00Z", "2027-04-01T00:00:00Z");
+    let s = gap_case(
+        "America/New_York",
+        "30 2 * * SUN#2",
+        "skip",
+        "2027-03-01T00:00:00Z",
+        "2027-04-01T00:00:00Z",
+    );
     assert!(s.is_empty());
 }
 
@@ -316,17 +364,36 @@ fn spring_gap_new_york_shift_and_skip() {
 fn spring_gap_in_a_thirty_minute_zone() {
     // Lord Howe Island moves from +10:30 to +11:00 on the first Sunday of October at 02:00,
     // so 02:00–02:29 does not exist.
-    let s = gap_case("Australia/Lord_Howe", "15 2 * * *", "shift", "2027-10-02T00:00:00Z", "2027-10-04T00:00:00Z");
+    let s = gap_case(
+        "Australia/Lord_Howe",
+        "15 2 * * *",
+        "shift",
+        "2027-10-02T00:00:00Z",
+        "2027-10-04T00:00:00Z",
+    );
     let gap_day: Vec<&Span> = s
         .iter()
         .filter(|sp| sp.notes.iter().any(|n| matches!(n, SpanNote::Dst { .. })))
         .collect();
     assert_eq!(gap_day.len(), 1, "{s:?}");
-    assert_eq!(gap_day[0].start, civil("Australia/Lord_Howe", "2027-10-03T02:30"));
+    assert_eq!(
+        gap_day[0].start,
+        civil("Australia/Lord_Howe", "2027-10-03T02:30")
+    );
     assert_eq!(gap_day[0].to_json().start, "2027-10-03T02:30:00+11:00");
-    let s = gap_case("Australia/Lord_Howe", "15 2 * * *", "skip", "2027-10-02T00:00:00Z", "2027-10-04T00:00:00Z");
+    let s = gap_case(
+        "Australia/Lord_Howe",
+        "15 2 * * *",
+        "skip",
+        "2027-10-02T00:00:00Z",
+        "2027-10-04T00:00:00Z",
+    );
     assert!(s.iter().all(|sp| sp.notes.is_empty()));
-    assert_eq!(s.len(), 1, "the other day of the range still has its occurrence");
+    assert_eq!(
+        s.len(),
+        1,
+        "the other day of the range still has its occurrence"
+    );
 }
 
 #[test]
@@ -341,7 +408,10 @@ fn autumn_fold_runs_once_at_the_first_instant() {
     assert_eq!(s[0].start, ts("2026-10-25T00:30:00Z"));
     assert!(matches!(
         s[0].notes[0],
-        SpanNote::Dst { note: OccurrenceNote::DstFold { .. }, .. }
+        SpanNote::Dst {
+            note: OccurrenceNote::DstFold { .. },
+            ..
+        }
     ));
     // New York 2027-11-07: 01:30 EDT then 01:30 EST; runs at the EDT one.
     let s = spans(
@@ -397,7 +467,11 @@ fn occurrences_of_several_starts_in_one_gap_collapse() {
     let ws = windows(&window(
         "cron = \"*/15 2 28 3 *\"\ntimezone = \"Europe/Berlin\"\nduration = \"5m\"",
     ));
-    let (occ, _) = occurrences(&ws[0], ts("2027-03-27T00:00:00Z"), ts("2027-03-29T00:00:00Z"));
+    let (occ, _) = occurrences(
+        &ws[0],
+        ts("2027-03-27T00:00:00Z"),
+        ts("2027-03-29T00:00:00Z"),
+    );
     assert_eq!(occ.len(), 1, "{occ:?}");
     assert_eq!(occ[0].start, ts("2027-03-28T01:00:00Z"));
 }

@@ -24,7 +24,11 @@ pub fn run(config: &Config, args: &CheckArgs) -> i32 {
 }
 
 /// Writes the human report of a load (also used by tests through the binary).
-pub fn write_report(out: &mut impl Write, config: &Config, catalog: &Catalog) -> std::io::Result<()> {
+pub fn write_report(
+    out: &mut impl Write,
+    config: &Config,
+    catalog: &Catalog,
+) -> std::io::Result<()> {
     match &config.source {
         Some(p) => writeln!(out, "config {}: OK", p.display())?,
         None => writeln!(out, "config: built-in defaults (no config file)")?,

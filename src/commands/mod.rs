@@ -2,7 +2,10 @@
 
 pub mod check;
 pub mod cloudlet;
+#[cfg(feature = "demo")]
+pub mod demo;
 pub mod plan;
+pub mod run;
 
 /// Exit status for "everything fine".
 pub const EXIT_OK: i32 = 0;

@@ -7,6 +7,8 @@ use jiff::{SignedDuration, Timestamp, civil};
 
 use crate::cli::PlanArgs;
 use crate::config::Config;
+use crate::journal::read_journal;
+use crate::lead::{LeadSettings, LearnedLeads};
 use crate::plan::{Plan, Span, SpanJson, WorstCaseLead, plan};
 use crate::timeutil::plus;
 use crate::windows::{Catalog, load_dir};
@@ -47,15 +49,20 @@ fn run_inner(config: &Config, args: &PlanArgs) -> Result<i32, String> {
         .unwrap_or_else(|| config.schedule.windows_dir.clone());
     let catalog = load_dir(&dir, None, now);
     report_problems(&catalog);
-    let leads = WorstCaseLead {
-        maintenance_timeout: config.controller.maintenance_timeout,
-        margin: config.schedule.lead_margin,
-    };
+    let mut config = config.clone();
+    if let Some(d) = &args.state_dir {
+        config.schedule.state_dir = d.clone();
+    }
+    let leads = learned_leads(&config);
     let planned = plan(catalog.windows(), &leads, from, until);
     let mut spans: Vec<&Span> = planned
         .spans()
         .into_iter()
-        .filter(|s| args.cloudlet.as_ref().is_none_or(|c| &s.cloudlet.cloudlet == c))
+        .filter(|s| {
+            args.cloudlet
+                .as_ref()
+                .is_none_or(|c| &s.cloudlet.cloudlet == c)
+        })
         .collect();
     if let Some(n) = args.count {
         spans.truncate(n);
@@ -79,6 +86,23 @@ fn run_inner(config: &Config, args: &PlanArgs) -> Result<i32, String> {
     } else {
         super::EXIT_FAILED
     })
+}
+
+/// The daemon's learned leads, read (never written) from the journal in the state directory;
+/// the protocol worst case when there is none yet.
+fn learned_leads(config: &Config) -> LearnedLeads {
+    let worst = WorstCaseLead {
+        maintenance_timeout: config.controller.maintenance_timeout,
+        margin: config.schedule.lead_margin,
+    };
+    let settings = LeadSettings::from_config(config);
+    match read_journal(&config.schedule.state_dir) {
+        Ok(journal) => LearnedLeads::from_journal(settings, worst, &journal),
+        Err(e) => {
+            eprintln!("warning: {e}; showing worst-case leads");
+            LearnedLeads::new(settings, worst)
+        }
+    }
 }
 
 /// Bad files do not stop `plan` (valid ones still plan), but they are shown on stderr.
@@ -118,20 +142,37 @@ pub fn parse_time(text: &str) -> Result<Timestamp, String> {
     ))
 }
 
-fn write_table(out: &mut impl Write, planned: &Plan, spans: &[&Span], only: Option<&str>) -> std::io::Result<()> {
+fn write_table(
+    out: &mut impl Write,
+    planned: &Plan,
+    spans: &[&Span],
+    only: Option<&str>,
+) -> std::io::Result<()> {
     if spans.is_empty() {
         writeln!(out, "no spans in this range")?;
     } else {
         writeln!(
             out,
-            "{:<22} {:<6} {:<17} {:<17} {:<17} {:<6} {:<17} {:<22} {}",
-            "CLOUDLET", "REGION", "ENTER AT", "START", "END", "ZONE", "START (UTC)", "LEAD", "WINDOWS / NOTES"
+            "{:<22} {:<6} {:<17} {:<17} {:<17} {:<6} {:<17} {:<22} WINDOWS / NOTES",
+            "CLOUDLET", "REGION", "ENTER AT", "START", "END", "ZONE", "START (UTC)", "LEAD"
         )?;
     }
     for s in spans {
-        let local = |t: Timestamp| t.to_zoned(s.timezone.clone()).strftime("%Y-%m-%d %H:%M").to_string();
-        let abbrev = s.start.to_zoned(s.timezone.clone()).strftime("%Z").to_string();
-        let utc = s.start.to_zoned(jiff::tz::TimeZone::UTC).strftime("%Y-%m-%d %H:%M").to_string();
+        let local = |t: Timestamp| {
+            t.to_zoned(s.timezone.clone())
+                .strftime("%Y-%m-%d %H:%M")
+                .to_string()
+        };
+        let abbrev = s
+            .start
+            .to_zoned(s.timezone.clone())
+            .strftime("%Z")
+            .to_string();
+        let utc = s
+            .start
+            .to_zoned(jiff::tz::TimeZone::UTC)
+            .strftime("%Y-%m-%d %H:%M")
+            .to_string();
         let lead = format!(
             "{} ({})",
             humantime::format_duration(s.lead.duration),

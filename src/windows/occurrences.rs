@@ -79,9 +79,7 @@ impl fmt::Display for SkipReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             SkipReason::SkipDate => f.write_str("date listed in skip"),
-            SkipReason::DstGap => {
-                f.write_str("start falls into a DST gap and dst_gap = \"skip\"")
-            }
+            SkipReason::DstGap => f.write_str("start falls into a DST gap and dst_gap = \"skip\""),
         }
     }
 }
@@ -91,7 +89,11 @@ pub const MAX_OCCURRENCES: usize = 100_000;
 
 /// The occurrences of `w` that overlap `[from, until)` (`end > from` and `start < until`),
 /// sorted by start, plus the ones its rules dropped in that range. Pure.
-pub fn occurrences(w: &Window, from: Timestamp, until: Timestamp) -> (Vec<Occurrence>, Vec<Skipped>) {
+pub fn occurrences(
+    w: &Window,
+    from: Timestamp,
+    until: Timestamp,
+) -> (Vec<Occurrence>, Vec<Skipped>) {
     let mut out = Vec::new();
     let mut skipped = Vec::new();
     let duration = signed(w.duration);

@@ -110,13 +110,21 @@ struct WindowValidator<'a> {
 
 impl WindowValidator<'_> {
     fn err(&mut self, span: Range<usize>, message: impl Into<String>) {
-        self.errors
-            .push(Diagnostic::at_span(self.path, self.text, Some(span), message));
+        self.errors.push(Diagnostic::at_span(
+            self.path,
+            self.text,
+            Some(span),
+            message,
+        ));
     }
 
     fn warn(&mut self, span: Range<usize>, message: impl Into<String>) {
-        self.warnings
-            .push(Diagnostic::at_span(self.path, self.text, Some(span), message));
+        self.warnings.push(Diagnostic::at_span(
+            self.path,
+            self.text,
+            Some(span),
+            message,
+        ));
     }
 
     /// The `[[window]]` header line for a table whose body starts at `span.start`.
@@ -376,7 +384,9 @@ impl WindowValidator<'_> {
                         format!(
                             "window \"{}\" ended in the past ({}); it has no effect",
                             w.id,
-                            o.end.to_zoned(w.timezone.clone()).strftime("%Y-%m-%d %H:%M %Z")
+                            o.end
+                                .to_zoned(w.timezone.clone())
+                                .strftime("%Y-%m-%d %H:%M %Z")
                         ),
                     ),
                     Some(_) => {}
@@ -435,7 +445,8 @@ impl WindowValidator<'_> {
         let t = text.trim();
         let has_offset = t.ends_with('Z')
             || t.ends_with('z')
-            || t.get(10..).is_some_and(|rest| rest.contains('+') || rest.contains('-'));
+            || t.get(10..)
+                .is_some_and(|rest| rest.contains('+') || rest.contains('-'));
         if has_offset {
             self.err(
                 value.span(),

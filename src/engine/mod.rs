@@ -1,0 +1,943 @@
+//! The engine: keeps every cloudlet's real state in line with the plan.
+//!
+//! This is the imperative shell around [`decide`]. One task, the **timer loop**, owns all
+//! mutable state: the window catalog, the plan, and per-cloudlet runtime facts. It keeps the
+//! instants at which each cloudlet needs another look in an ordered set, sleeps until the first
+//! one (never longer than [`clock::MAX_SLEEP`], re-reading the wall clock on every wake), and is
+//! also woken by reloads and by finished workers. A cloudlet that is due gets **one worker**
+//! (never two at once, property 4): it reads the state back, calls `decide`, writes the journal
+//! *before* sending (property 5), runs the handshake under the global and per-organization caps,
+//! reads the state back again, records the outcome and reports to the loop.
+//!
+//! The engine reaches the world only through [`Controller`] and [`Clock`], so the very same code
+//! runs against the real controller and inside the deterministic simulation.
+
+pub mod clock;
+pub mod decide;
+pub mod status;
+mod worker;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::{SignedDuration, Timestamp};
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use clock::{Clock, SystemClock, VirtualClock};
+pub use decide::{Decision, IdleReason, Observed, Ownership, Situation, decide};
+pub use status::StatusSnapshot;
+
+use crate::config::Config;
+use crate::controller::{Controller, MaintenanceState};
+use crate::journal::{CorruptJournal, JournalHandle};
+use crate::lead::{LeadSettings, LearnedLeads};
+use crate::plan::{CloudletRef, Plan, Span, WorstCaseLead, plan};
+use crate::timeutil::{minus, plus_std, signed};
+use crate::windows::{Catalog, FileStatus, load_dir};
+use status::{AlertView, CloudletView, Counts, FileView, HandshakeView, NextAction, ReloadInfo};
+
+/// Tunables of the engine (from `[schedule]`, plus derived values).
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    pub windows_dir: PathBuf,
+    pub horizon: Duration,
+    pub poll_interval: Duration,
+    pub verify_interval: Duration,
+    pub retry_initial: Duration,
+    pub retry_max: Duration,
+    pub restore_attempts: u32,
+    /// An intermediate state older than this is stuck even without `UpdateError`.
+    pub stuck_after: Duration,
+    pub max_concurrent: usize,
+    pub max_concurrent_per_org: usize,
+    pub shutdown_grace: Duration,
+    pub history_cap: usize,
+    /// Seed of the retry jitter (fixed in simulations, random in production).
+    pub jitter_seed: u64,
+    pub worst_case: WorstCaseLead,
+    pub lead: LeadSettings,
+}
+
+impl EngineSettings {
+    pub fn from_config(cfg: &Config) -> Self {
+        let s = &cfg.schedule;
+        let worst_case = WorstCaseLead {
+            maintenance_timeout: cfg.controller.maintenance_timeout,
+            margin: s.lead_margin,
+        };
+        EngineSettings {
+            windows_dir: s.windows_dir.clone(),
+            horizon: s.horizon,
+            poll_interval: s.poll_interval,
+            verify_interval: s.verify_interval,
+            retry_initial: s.retry_initial,
+            retry_max: s.retry_max,
+            restore_attempts: s.restore_attempts,
+            stuck_after: worst_case.duration(true),
+            max_concurrent: s.max_concurrent,
+            max_concurrent_per_org: s.max_concurrent_per_org,
+            shutdown_grace: s.shutdown_grace,
+            history_cap: s.lead_history,
+            jitter_seed: rand_seed(),
+            worst_case,
+            lead: LeadSettings::from_config(cfg),
+        }
+    }
+}
+
+fn rand_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(std::process::id() as u64);
+    h.finish()
+}
+
+/// Asks the running engine to do something.
+#[derive(Debug)]
+pub enum EngineCommand {
+    /// Rescan `windows.d` (file watcher, SIGHUP). `trigger` is shown in status.
+    Reload {
+        trigger: String,
+        reply: Option<oneshot::Sender<ReloadInfo>>,
+    },
+}
+
+/// Hooks for the service manager (sd_notify). All default to doing nothing.
+pub trait Lifecycle: Send + Sync + 'static {
+    /// The first plan is built.
+    fn planned(&self, _status: &StatusSnapshot) {}
+    fn reloading(&self) {}
+    fn reloaded(&self, _status: &StatusSnapshot) {}
+    /// The timer loop is alive (called on every wake).
+    fn tick(&self, _status_line: &str) {}
+    fn stopping(&self) {}
+}
+
+/// A [`Lifecycle`] that does nothing.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoLifecycle;
+impl Lifecycle for NoLifecycle {}
+
+/// What the engine needs to run.
+pub struct EngineParts<C, K, L = NoLifecycle> {
+    pub controller: Arc<C>,
+    pub clock: Arc<K>,
+    pub journal: JournalHandle,
+    /// Set when the journal found at start was corrupt: ownership is then assumed (see docs).
+    pub corrupt_journal: Option<CorruptJournal>,
+    pub settings: EngineSettings,
+    pub lifecycle: Arc<L>,
+}
+
+/// Handles to a running engine.
+#[derive(Clone)]
+pub struct EngineHandle {
+    pub commands: mpsc::Sender<EngineCommand>,
+    pub status: watch::Receiver<Arc<StatusSnapshot>>,
+}
+
+/// Errors that stop the engine.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("journal: {0}")]
+    Journal(#[from] crate::journal::JournalError),
+}
+
+/// The channel on which an engine takes commands (make it before the engine so that signal
+/// handlers and watchers can hold the sender first).
+pub fn command_channel() -> (mpsc::Sender<EngineCommand>, mpsc::Receiver<EngineCommand>) {
+    mpsc::channel(16)
+}
+
+/// Starts the engine on the current runtime. It runs until `shutdown` is cancelled, then stops
+/// starting handshakes, gives in-flight ones `shutdown_grace`, flushes the journal and ends.
+pub fn spawn<C, K, L>(
+    parts: EngineParts<C, K, L>,
+    commands: (mpsc::Sender<EngineCommand>, mpsc::Receiver<EngineCommand>),
+    shutdown: CancellationToken,
+    tracker: &TaskTracker,
+) -> (
+    EngineHandle,
+    tokio::task::JoinHandle<Result<(), EngineError>>,
+)
+where
+    C: Controller + 'static,
+    K: Clock,
+    L: Lifecycle,
+{
+    let (cmd_tx, cmd_rx) = commands;
+    let (status_tx, status_rx) = watch::channel(Arc::new(StatusSnapshot::default()));
+    let engine = Engine::new(parts, status_tx);
+    let worker_tracker = TaskTracker::new();
+    let join = tracker.spawn(engine.run(cmd_rx, shutdown, worker_tracker));
+    (
+        EngineHandle {
+            commands: cmd_tx,
+            status: status_rx,
+        },
+        join,
+    )
+}
+
+/// A finished handshake, kept for status.
+#[derive(Debug, Clone)]
+struct HandshakeRecord {
+    kind: crate::journal::HandshakeKind,
+    started_at: Timestamp,
+    duration: Duration,
+    ok: bool,
+    observed: Option<MaintenanceState>,
+    error: Option<String>,
+}
+
+/// Per-cloudlet runtime facts (not persisted: the journal holds what must survive).
+#[derive(Debug, Default)]
+struct CloudletRt {
+    observed: Option<Observed>,
+    observed_at: Option<Timestamp>,
+    decision: Option<Decision>,
+    /// Explicit next look (poll, retry, verify), besides the plan's edges.
+    check_at: Option<Timestamp>,
+    /// Consecutive failed requests (for backoff).
+    failures: u32,
+    last_error: Option<String>,
+    /// The span (by start) that was entered late.
+    late_span: Option<Timestamp>,
+    history: VecDeque<HandshakeRecord>,
+    /// Alert raised for this cloudlet: (kind, message, since).
+    alert: Option<(String, String, Timestamp)>,
+    /// Its key in `due`.
+    due_at: Option<Timestamp>,
+}
+
+/// Shared, read-only context of workers.
+struct WorkerCtx<C, K> {
+    controller: Arc<C>,
+    clock: Arc<K>,
+    journal: JournalHandle,
+    settings: EngineSettings,
+    global: Arc<Semaphore>,
+}
+
+struct Engine<C, K, L> {
+    ctx: Arc<WorkerCtx<C, K>>,
+    lifecycle: Arc<L>,
+    status_tx: watch::Sender<Arc<StatusSnapshot>>,
+    corrupt_journal: Option<CorruptJournal>,
+    per_org: HashMap<String, Arc<Semaphore>>,
+    catalog: Catalog,
+    generation: u64,
+    last_reload: Option<ReloadInfo>,
+    plan: Plan,
+    plan_until: Timestamp,
+    plan_dirty: bool,
+    leads: LearnedLeads,
+    cloudlets: BTreeMap<CloudletRef, CloudletRt>,
+    due: BTreeSet<(Timestamp, CloudletRef)>,
+    busy: HashSet<CloudletRef>,
+    started_at: Timestamp,
+    entries_on_time: u64,
+    entries_late: u64,
+    rng: u64,
+    status_dirty: bool,
+    last_status: Option<tokio::time::Instant>,
+}
+
+/// What a worker tells the loop when it is done.
+#[derive(Debug)]
+pub(crate) struct WorkerReport {
+    cloudlet: CloudletRef,
+    observed: Option<Observed>,
+    decision: Option<Decision>,
+    handshake: Option<HandshakeRecord>,
+    /// A successful enter: duration sample for the lead policy.
+    enter_sample: Option<(bool, Duration)>,
+    entered: Option<EnteredOutcome>,
+    error: Option<worker::WorkerError>,
+    /// When to look again (None: only at the plan's edges).
+    next_check: Option<Timestamp>,
+    /// Requests failed in a row now (0 after a success).
+    failed: bool,
+    succeeded: bool,
+    alert: Option<(String, String)>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct EnteredOutcome {
+    span_start: Timestamp,
+    late: bool,
+}
+
+impl<C, K, L> Engine<C, K, L>
+where
+    C: Controller + 'static,
+    K: Clock,
+    L: Lifecycle,
+{
+    fn new(parts: EngineParts<C, K, L>, status_tx: watch::Sender<Arc<StatusSnapshot>>) -> Self {
+        let settings = parts.settings;
+        let leads = parts
+            .journal
+            .read(|j| LearnedLeads::from_journal(settings.lead.clone(), settings.worst_case, j));
+        let now = parts.clock.now();
+        let global = Arc::new(Semaphore::new(settings.max_concurrent.max(1)));
+        let rng = settings.jitter_seed | 1;
+        Engine {
+            ctx: Arc::new(WorkerCtx {
+                controller: parts.controller,
+                clock: parts.clock,
+                journal: parts.journal,
+                settings,
+                global,
+            }),
+            lifecycle: parts.lifecycle,
+            status_tx,
+            corrupt_journal: parts.corrupt_journal,
+            per_org: HashMap::new(),
+            catalog: Catalog::default(),
+            generation: 0,
+            last_reload: None,
+            plan: Plan::default(),
+            plan_until: now,
+            plan_dirty: true,
+            leads,
+            cloudlets: BTreeMap::new(),
+            due: BTreeSet::new(),
+            busy: HashSet::new(),
+            started_at: now,
+            entries_on_time: 0,
+            entries_late: 0,
+            rng,
+            status_dirty: true,
+            last_status: None,
+        }
+    }
+
+    fn settings(&self) -> &EngineSettings {
+        &self.ctx.settings
+    }
+
+    async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<EngineCommand>,
+        shutdown: CancellationToken,
+        workers: TaskTracker,
+    ) -> Result<(), EngineError> {
+        let (report_tx, mut reports) = mpsc::unbounded_channel::<WorkerReport>();
+        self.reload("start").await;
+        self.lifecycle.planned(&self.build_status());
+        self.publish_status(true);
+
+        loop {
+            let now = self.ctx.clock.now();
+            if self.plan_dirty || now >= minus(self.plan_until, signed(self.settings().horizon / 2))
+            {
+                self.replan(now);
+            }
+            self.start_due_workers(now, &report_tx, &workers);
+            self.publish_status(false);
+            self.lifecycle.tick(&self.status_line(now));
+
+            let next = self.due.first().map(|(t, _)| *t);
+            let mut sleep_for = match next {
+                Some(t) if t > now => t.duration_since(now).unsigned_abs(),
+                Some(_) => Duration::ZERO,
+                None => clock::MAX_SLEEP,
+            }
+            .min(clock::MAX_SLEEP);
+            if self.status_dirty {
+                sleep_for = sleep_for.min(Duration::from_millis(200));
+            }
+            // Work is due but every due cloudlet is busy: wait for a report, not a spin.
+            if sleep_for.is_zero() && self.only_busy_due(now) {
+                sleep_for = clock::MAX_SLEEP;
+            }
+
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                Some(report) = reports.recv() => {
+                    self.handle_report(report);
+                    // Drain whatever else finished meanwhile before planning the next sleep.
+                    while let Ok(r) = reports.try_recv() {
+                        self.handle_report(r);
+                    }
+                }
+                Some(cmd) = commands.recv() => match cmd {
+                    EngineCommand::Reload { trigger, reply } => {
+                        self.lifecycle.reloading();
+                        let info = self.reload(&trigger).await;
+                        self.publish_status(true);
+                        self.lifecycle.reloaded(&self.build_status());
+                        if let Some(reply) = reply {
+                            let _ = reply.send(info);
+                        }
+                    }
+                },
+                _ = self.ctx.clock.sleep(sleep_for) => {}
+            }
+        }
+
+        // Shutdown: no new handshakes; in-flight ones get the grace period.
+        self.lifecycle.stopping();
+        workers.close();
+        let grace = self.settings().shutdown_grace;
+        tracing::info!(
+            in_flight = self.busy.len(),
+            grace = %humantime::format_duration(grace),
+            "shutting down: waiting for in-flight handshakes"
+        );
+        let drained = tokio::select! {
+            _ = workers.wait() => true,
+            _ = self.ctx.clock.sleep(grace) => false,
+        };
+        while let Ok(r) = reports.try_recv() {
+            self.handle_report(r);
+        }
+        if !drained {
+            tracing::warn!(
+                in_flight = self.busy.len(),
+                "grace period over with handshakes still in flight; their outcome is read back on the next start"
+            );
+        }
+        self.ctx.journal.flush().await?;
+        self.publish_status(true);
+        Ok(())
+    }
+
+    fn only_busy_due(&self, now: Timestamp) -> bool {
+        self.due
+            .iter()
+            .take_while(|(t, _)| *t <= now)
+            .all(|(_, c)| self.busy.contains(c))
+    }
+
+    /// Rescans `windows.d` (keeping last good versions), then replans.
+    async fn reload(&mut self, trigger: &str) -> ReloadInfo {
+        let dir = self.settings().windows_dir.clone();
+        let previous = std::mem::take(&mut self.catalog);
+        let now = self.ctx.clock.now();
+        let catalog = match tokio::task::spawn_blocking(move || {
+            let c = load_dir(&dir, Some(&previous), now);
+            (c, previous)
+        })
+        .await
+        {
+            Ok((c, _)) => c,
+            Err(e) => {
+                tracing::error!("reload task failed: {e}");
+                return self.last_reload.clone().unwrap_or_default();
+            }
+        };
+        for f in &catalog.files {
+            for e in &f.errors {
+                if f.status == FileStatus::Stale {
+                    tracing::error!("{e} (last good version stays in force)");
+                } else {
+                    tracing::error!("{e} (file skipped)");
+                }
+            }
+            for w in &f.warnings {
+                tracing::warn!("{w}");
+            }
+        }
+        if let Some(e) = &catalog.dir_error {
+            tracing::error!("{e}");
+        }
+        self.catalog = catalog;
+        self.generation += 1;
+        let info = ReloadInfo {
+            at: now.to_string(),
+            ok: self.catalog.all_valid(),
+            trigger: trigger.to_string(),
+            files_ok: self.catalog.count(FileStatus::Ok),
+            files_invalid: self.catalog.count(FileStatus::Invalid),
+            files_stale: self.catalog.count(FileStatus::Stale),
+        };
+        tracing::info!(
+            generation = self.generation,
+            trigger,
+            files_ok = info.files_ok,
+            files_invalid = info.files_invalid,
+            files_stale = info.files_stale,
+            windows = self.catalog.windows().count(),
+            "windows loaded"
+        );
+        self.last_reload = Some(info.clone());
+        self.replan(now);
+        info
+    }
+
+    /// Rebuilds the plan and every cloudlet's next look.
+    fn replan(&mut self, now: Timestamp) {
+        let from = minus(now, SignedDuration::from_hours(1));
+        let until = plus_std(now, self.settings().horizon);
+        self.plan = plan(self.catalog.windows(), &self.leads, from, until);
+        self.plan_until = until;
+        self.plan_dirty = false;
+        // Cloudlets to watch: every planned one, and every one the journal says we own (a
+        // removed file must not strand a cloudlet in maintenance).
+        let mut relevant: BTreeSet<CloudletRef> = self.plan.cloudlets.keys().cloned().collect();
+        self.ctx.journal.read(|j| {
+            for r in j.cloudlets.values() {
+                if r.owned || r.in_flight.is_some() {
+                    relevant.insert(CloudletRef {
+                        region: r.region.clone(),
+                        cloudlet: r.cloudlet.clone(),
+                    });
+                }
+            }
+        });
+        for c in &relevant {
+            self.cloudlets.entry(c.clone()).or_default();
+        }
+        // Forget cloudlets that are neither planned, owned nor busy.
+        let busy = &self.busy;
+        self.cloudlets
+            .retain(|c, _| relevant.contains(c) || busy.contains(c));
+        self.due.clear();
+        let keys: Vec<CloudletRef> = self.cloudlets.keys().cloned().collect();
+        for c in keys {
+            if let Some(rt) = self.cloudlets.get_mut(&c) {
+                rt.due_at = None;
+            }
+            self.reschedule(&c, now);
+        }
+        self.status_dirty = true;
+    }
+
+    fn spans_of(&self, c: &CloudletRef) -> &[Span] {
+        self.plan.cloudlets.get(c).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// The span that wants maintenance at `now`, if any.
+    fn current_span(&self, c: &CloudletRef, now: Timestamp) -> Option<&Span> {
+        self.spans_of(c).iter().find(|s| s.wants_maintenance(now))
+    }
+
+    /// Computes when `c` next needs a look and files it in `due`.
+    fn reschedule(&mut self, c: &CloudletRef, now: Timestamp) {
+        let next = if self.busy.contains(c) {
+            None
+        } else {
+            let rt = self.cloudlets.get(c);
+            let never_seen = rt.is_none_or(|r| r.observed.is_none());
+            let edge = self
+                .spans_of(c)
+                .iter()
+                .flat_map(|s| [s.enter_at, s.start, s.end])
+                .filter(|t| *t > now)
+                .min();
+            let explicit = rt.and_then(|r| r.check_at);
+            let first = if never_seen { Some(now) } else { None };
+            [first, edge, explicit].into_iter().flatten().min()
+        };
+        let Some(rt) = self.cloudlets.get_mut(c) else {
+            return;
+        };
+        if let Some(old) = rt.due_at.take() {
+            self.due.remove(&(old, c.clone()));
+        }
+        if let Some(t) = next {
+            rt.due_at = Some(t);
+            self.due.insert((t, c.clone()));
+        }
+    }
+
+    fn start_due_workers(
+        &mut self,
+        now: Timestamp,
+        reports: &mpsc::UnboundedSender<WorkerReport>,
+        workers: &TaskTracker,
+    ) {
+        let due: Vec<CloudletRef> = self
+            .due
+            .iter()
+            .take_while(|(t, _)| *t <= now)
+            .map(|(_, c)| c.clone())
+            .collect();
+        for c in due {
+            if self.busy.contains(&c) {
+                continue;
+            }
+            if let Some(rt) = self.cloudlets.get_mut(&c) {
+                if let Some(old) = rt.due_at.take() {
+                    self.due.remove(&(old, c.clone()));
+                }
+                rt.check_at = None;
+            }
+            let job = self.job_for(&c, now);
+            self.busy.insert(c.clone());
+            let ctx = Arc::clone(&self.ctx);
+            let org_sem = self.org_semaphore(&c);
+            let tx = reports.clone();
+            workers.spawn(async move {
+                let report = worker::run(ctx, org_sem, job).await;
+                let _ = tx.send(report);
+            });
+            self.status_dirty = true;
+        }
+    }
+
+    fn org_semaphore(&mut self, c: &CloudletRef) -> Arc<Semaphore> {
+        let org = c
+            .cloudlet
+            .split_once('/')
+            .map(|(o, _)| o.to_string())
+            .unwrap_or_default();
+        let cap = self.settings().max_concurrent_per_org.max(1);
+        Arc::clone(
+            self.per_org
+                .entry(format!("{}:{org}", c.region))
+                .or_insert_with(|| Arc::new(Semaphore::new(cap))),
+        )
+    }
+
+    fn job_for(&mut self, c: &CloudletRef, now: Timestamp) -> worker::Job {
+        let span = self.current_span(c, now).cloned();
+        let rt = self.cloudlets.get(c);
+        let failures = rt.map(|r| r.failures).unwrap_or(0);
+        let previous = rt.and_then(|r| r.observed.clone());
+        let assume_ownership = self.corrupt_journal.is_some() && previous.is_none();
+        let backoff = self.backoff(failures + 1);
+        worker::Job {
+            cloudlet: c.clone(),
+            span,
+            previous,
+            backoff,
+            assume_ownership,
+        }
+    }
+
+    /// Exponential backoff with ±20 % jitter: `retry_initial · 2^(n-1)`, capped at `retry_max`.
+    fn backoff(&mut self, attempt: u32) -> Duration {
+        let s = self.settings();
+        let exp = attempt.saturating_sub(1).min(20);
+        let base = s.retry_initial.saturating_mul(1u32 << exp).min(s.retry_max);
+        // xorshift64*: deterministic for a given seed.
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        let r = self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D);
+        let frac = (r >> 11) as f64 / (1u64 << 53) as f64; // [0, 1)
+        base.mul_f64(0.8 + 0.4 * frac)
+    }
+
+    fn handle_report(&mut self, r: WorkerReport) {
+        let now = self.ctx.clock.now();
+        self.busy.remove(&r.cloudlet);
+        if let Some((failover, d)) = r.enter_sample {
+            self.leads.record(&r.cloudlet, failover, d);
+            self.plan_dirty = true;
+        }
+        if let Some(e) = r.entered {
+            if e.late {
+                self.entries_late += 1;
+            } else {
+                self.entries_on_time += 1;
+            }
+        }
+        let cap = self.settings().history_cap.max(1);
+        let rt = self.cloudlets.entry(r.cloudlet.clone()).or_default();
+        if let Some(o) = r.observed {
+            rt.observed = Some(o);
+            rt.observed_at = Some(now);
+        }
+        if let Some(d) = r.decision {
+            rt.decision = Some(d);
+        }
+        if let Some(e) = r.entered
+            && e.late
+        {
+            rt.late_span = Some(e.span_start);
+        }
+        if let Some(h) = r.handshake {
+            rt.history.push_back(h);
+            while rt.history.len() > cap {
+                rt.history.pop_front();
+            }
+        }
+        if r.failed {
+            rt.failures = rt.failures.saturating_add(1);
+        } else if r.succeeded {
+            rt.failures = 0;
+        }
+        match r.error {
+            Some(e) => rt.last_error = Some(e.to_string()),
+            None if r.succeeded => rt.last_error = None,
+            None => {}
+        }
+        rt.check_at = r.next_check;
+        let previous_alert = rt.alert.as_ref().map(|a| a.0.clone());
+        rt.alert = r.alert.map(|(kind, msg)| {
+            let since = match &rt.alert {
+                Some((k, _, since)) if *k == kind => *since,
+                _ => now,
+            };
+            (kind, msg, since)
+        });
+        if let Some((kind, msg, _)) = &rt.alert
+            && previous_alert.as_deref() != Some(kind.as_str())
+        {
+            tracing::error!(cloudlet = %r.cloudlet, alert = %kind, "{msg}");
+        }
+        self.reschedule(&r.cloudlet, now);
+        self.status_dirty = true;
+    }
+
+    fn publish_status(&mut self, force: bool) {
+        // Publish when asked to, when something changed (at most every 200 ms), and at least
+        // every few seconds anyway so that `last_tick` (health) stays fresh.
+        let age = self.last_status.map(|t| t.elapsed());
+        let due = match age {
+            None => true,
+            Some(age) => {
+                (self.status_dirty && age >= Duration::from_millis(200))
+                    || age >= Duration::from_secs(5)
+            }
+        };
+        if !force && !due {
+            return;
+        }
+        let snapshot = self.build_status();
+        self.status_tx.send_replace(Arc::new(snapshot));
+        self.status_dirty = false;
+        self.last_status = Some(tokio::time::Instant::now());
+    }
+
+    /// One human line for `systemctl status` (sd_notify STATUS=).
+    fn status_line(&self, now: Timestamp) -> String {
+        let windows = self.catalog.windows().count();
+        let in_maint = self
+            .cloudlets
+            .values()
+            .filter(|r| {
+                r.observed
+                    .as_ref()
+                    .is_some_and(|o| o.state == MaintenanceState::UnderMaintenance)
+            })
+            .count();
+        let alerts = self
+            .cloudlets
+            .values()
+            .filter(|r| r.alert.is_some())
+            .count();
+        let next = self.next_edge(now).map(|n| {
+            let local =
+                n.2.to_zoned(n.3.clone())
+                    .strftime("%Y-%m-%d %H:%M %Z")
+                    .to_string();
+            format!(", next: {} {} at {local}", n.1, n.0.cloudlet)
+        });
+        let alerts = if alerts > 0 {
+            format!(", {alerts} alerts")
+        } else {
+            String::new()
+        };
+        format!(
+            "{windows} windows, {in_maint} in maintenance{alerts}{}",
+            next.unwrap_or_default()
+        )
+    }
+
+    /// The earliest enter/exit edge ahead: (cloudlet, "enter"/"exit", when, zone).
+    fn next_edge(
+        &self,
+        now: Timestamp,
+    ) -> Option<(CloudletRef, &'static str, Timestamp, jiff::tz::TimeZone)> {
+        self.plan
+            .cloudlets
+            .iter()
+            .flat_map(|(c, spans)| {
+                spans
+                    .iter()
+                    .flat_map(move |s| [(c, "enter", s.enter_at, s), (c, "exit", s.end, s)])
+            })
+            .filter(|(_, _, t, _)| *t > now)
+            .min_by_key(|(_, _, t, _)| *t)
+            .map(|(c, a, t, s)| (c.clone(), a, t, s.timezone.clone()))
+    }
+
+    fn build_status(&self) -> StatusSnapshot {
+        let now = self.ctx.clock.now();
+        let journal = self.ctx.journal.snapshot();
+        let mut views = Vec::with_capacity(self.cloudlets.len());
+        let mut alerts = Vec::new();
+        let mut counts = Counts {
+            files: self.catalog.files.len(),
+            files_invalid: self.catalog.count(FileStatus::Invalid),
+            files_stale: self.catalog.count(FileStatus::Stale),
+            windows: self.catalog.windows().count(),
+            cloudlets: self.cloudlets.len(),
+            entries_on_time: self.entries_on_time,
+            entries_late: self.entries_late,
+            ..Counts::default()
+        };
+        if let Some(c) = &self.corrupt_journal {
+            alerts.push(AlertView {
+                kind: "journal_corrupt".into(),
+                region: None,
+                cloudlet: None,
+                message: format!(
+                    "the journal was corrupt ({}); it was kept aside as {}; ownership of cloudlets in maintenance during a current span was assumed",
+                    c.reason,
+                    c.moved_to.display()
+                ),
+                since: self.started_at.to_string(),
+            });
+        }
+        for (c, rt) in &self.cloudlets {
+            let record = journal.record(c);
+            let spans = self.spans_of(c);
+            let current = spans.iter().find(|s| s.wants_maintenance(now));
+            let next = spans.iter().find(|s| s.enter_at > now);
+            let in_maint = rt
+                .observed
+                .as_ref()
+                .is_some_and(|o| o.state == MaintenanceState::UnderMaintenance);
+            let owned = record.is_some_and(|r| r.owned);
+            let external = in_maint && !owned;
+            if in_maint {
+                counts.in_maintenance += 1;
+            }
+            if owned {
+                counts.owned += 1;
+            }
+            if external {
+                counts.external += 1;
+            }
+            let busy = self.busy.contains(c);
+            if busy {
+                counts.busy += 1;
+            }
+            let (next_action, next_action_at) = match (current, next) {
+                (Some(s), _) => ("exit", Some(s.end)),
+                (None, Some(s)) => ("enter", Some(s.enter_at)),
+                (None, None) if owned => ("exit", Some(now)),
+                (None, None) => ("none", None),
+            };
+            let lead_span = current.or(next);
+            if let Some((kind, msg, since)) = &rt.alert {
+                alerts.push(AlertView {
+                    kind: kind.clone(),
+                    region: Some(c.region.clone()),
+                    cloudlet: Some(c.cloudlet.clone()),
+                    message: msg.clone(),
+                    since: since.to_string(),
+                });
+            }
+            views.push(CloudletView {
+                region: c.region.clone(),
+                cloudlet: c.cloudlet.clone(),
+                observed: rt.observed.as_ref().map(|o| o.state.to_string()),
+                observed_at: rt.observed_at.map(|t| t.to_string()),
+                update_error: rt.observed.as_ref().is_some_and(|o| o.update_error),
+                desired: if current.is_some() {
+                    "maintenance".into()
+                } else {
+                    "normal".into()
+                },
+                owned,
+                external,
+                released_by_hand: matches!(
+                    rt.decision,
+                    Some(Decision::Idle {
+                        why: IdleReason::ReleasedByHand
+                    })
+                ),
+                busy,
+                in_flight: record
+                    .and_then(|r| r.in_flight.as_ref())
+                    .map(|f| f.kind.to_string()),
+                decision: rt.decision.as_ref().map(decision_label),
+                current_span: current.map(Span::to_json),
+                next_span: next.map(Span::to_json),
+                next_action: Some(next_action.to_string()),
+                next_action_at: next_action_at.map(|t| t.to_string()),
+                lead_seconds: lead_span.map(|s| s.lead.duration.as_secs()),
+                lead_source: lead_span.map(|s| s.lead.source.to_string()),
+                last_handshakes: rt
+                    .history
+                    .iter()
+                    .rev()
+                    .map(|h| HandshakeView {
+                        kind: h.kind.to_string(),
+                        started_at: h.started_at.to_string(),
+                        duration_ms: u64::try_from(h.duration.as_millis()).unwrap_or(u64::MAX),
+                        ok: h.ok,
+                        observed: h.observed.map(|s| s.to_string()),
+                        error: h.error.clone(),
+                    })
+                    .collect(),
+                last_error: rt.last_error.clone(),
+                late: current.is_some_and(|s| rt.late_span == Some(s.start)),
+                alert: rt.alert.as_ref().map(|a| a.1.clone()),
+            });
+        }
+        counts.alerts = alerts.len();
+        StatusSnapshot {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            started_at: self.started_at.to_string(),
+            last_tick: now.to_string(),
+            generation: self.generation,
+            last_reload: self.last_reload.clone(),
+            windows_dir: self.settings().windows_dir.display().to_string(),
+            files: self
+                .catalog
+                .files
+                .iter()
+                .map(|f| FileView {
+                    path: f.path.display().to_string(),
+                    status: match f.status {
+                        FileStatus::Ok => "ok",
+                        FileStatus::Invalid => "invalid",
+                        FileStatus::Stale => "stale",
+                    }
+                    .into(),
+                    stale: f.status == FileStatus::Stale,
+                    windows: f.windows.iter().map(|w| w.id.clone()).collect(),
+                    errors: f.errors.iter().map(|e| e.to_string()).collect(),
+                    warnings: f.warnings.iter().map(|e| e.to_string()).collect(),
+                })
+                .collect(),
+            counts,
+            alerts,
+            cloudlets: views,
+            next_action: self.next_edge(now).map(|(c, a, t, _)| NextAction {
+                region: c.region,
+                cloudlet: c.cloudlet,
+                action: a.into(),
+                at: t.to_string(),
+            }),
+            journal: status::JournalInfo {
+                path: self.ctx.journal.path().display().to_string(),
+                corrupt: self
+                    .corrupt_journal
+                    .as_ref()
+                    .map(|c| format!("{} (moved to {})", c.reason, c.moved_to.display())),
+            },
+        }
+    }
+}
+
+fn decision_label(d: &Decision) -> String {
+    match d {
+        Decision::Idle { why } => format!(
+            "idle ({})",
+            serde_json::to_value(why)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default()
+        ),
+        Decision::Enter { late: true, .. } => "enter (late)".into(),
+        Decision::Enter { .. } => "enter".into(),
+        Decision::Exit => "exit".into(),
+        Decision::Recover { .. } => "recover".into(),
+        Decision::Wait => "wait".into(),
+        Decision::StuckNotOurs => "stuck (not ours)".into(),
+    }
+}

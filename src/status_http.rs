@@ -1,0 +1,336 @@
+//! The status endpoint: a small, read-only HTTP view of the engine's published snapshot.
+//!
+//! Why it exists: an operator (or a monitoring probe) must be able to see what the daemon plans
+//! and what it did without reading logs, and a service manager or load balancer needs a liveness
+//! check that fails when the timer loop stops waking up. Everything served here comes from the
+//! [`StatusSnapshot`] the engine publishes through a `watch` channel, so a request never touches
+//! the engine's state, the journal or the controller.
+//!
+//! Exposure: the default listen address is loopback. Binding anything else without a bearer token
+//! is refused by [`check_exposure`] unless `status.allow_unauthenticated` says so explicitly. When
+//! a token is configured every route except `/healthz` requires `Authorization: Bearer <token>`,
+//! compared in constant time; the token never appears in a log line or a response.
+//!
+//! Routes (all JSON, `Cache-Control: no-store`):
+//! - `GET /healthz`: 200 while the timer loop's last wake is within [`HEALTHY_TICK_AGE`] of the
+//!   real current time, else 503 with a reason (also before the first snapshot).
+//! - `GET /v1/status`: the whole snapshot.
+//! - `GET /v1/cloudlets`: the snapshot's cloudlets.
+//! - `GET /v1/cloudlets/{region}/{org}/{name}`: one cloudlet, or 404.
+
+use std::future::IntoFuture;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use jiff::{SignedDuration, Timestamp};
+use serde::Serialize;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Secret, StatusConfig};
+use crate::engine::StatusSnapshot;
+
+/// `/healthz` is healthy while the last tick is at most this far from the real current time.
+/// The timer loop wakes at least every 30 s, so three missed wakes make it unhealthy.
+pub const HEALTHY_TICK_AGE: Duration = Duration::from_secs(90);
+
+/// After shutdown is requested, open connections get this long to finish before [`serve`]
+/// returns anyway (a client holding a keep-alive connection must not stall the daemon's exit).
+pub const SHUTDOWN_DRAIN: Duration = Duration::from_secs(5);
+
+const UNAUTHORIZED_MESSAGE: &str = "missing or wrong bearer token";
+
+#[derive(Clone)]
+struct AppState {
+    status: watch::Receiver<Arc<StatusSnapshot>>,
+    token: Option<Arc<Secret>>,
+}
+
+impl AppState {
+    /// The current snapshot (the `watch` borrow is released before anything else happens).
+    fn snapshot(&self) -> Arc<StatusSnapshot> {
+        Arc::clone(&*self.status.borrow())
+    }
+}
+
+/// Serves the status endpoint on `listener` until `shutdown` is cancelled, then stops accepting,
+/// lets in-flight requests finish (at most [`SHUTDOWN_DRAIN`]) and returns.
+///
+/// `token`: when set, every route except `/healthz` requires `Authorization: Bearer <token>`.
+/// Call [`check_exposure`] on the configuration before binding the listener.
+pub async fn serve(
+    listener: TcpListener,
+    status: watch::Receiver<Arc<StatusSnapshot>>,
+    token: Option<Secret>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let local = listener.local_addr()?;
+    let authenticated = token.is_some();
+    let app = router(AppState {
+        status,
+        token: token.map(Arc::new),
+    });
+    tracing::info!(listen = %local, authenticated, "status endpoint listening");
+
+    let server = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .into_future();
+    let drain_bound = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(SHUTDOWN_DRAIN).await;
+    };
+    tokio::select! {
+        result = server => {
+            tracing::debug!(listen = %local, "status endpoint stopped");
+            result
+        }
+        () = drain_bound => {
+            tracing::warn!(
+                listen = %local,
+                drain = %humantime::format_duration(SHUTDOWN_DRAIN),
+                "status endpoint: connections still open after the drain period; closing anyway"
+            );
+            Ok(())
+        }
+    }
+}
+
+/// Refuses a configuration that would expose the status endpoint off loopback without
+/// authentication. The message names the config keys to change.
+pub fn check_exposure(cfg: &StatusConfig) -> Result<(), String> {
+    if let Some(token) = &cfg.token
+        && token.expose().trim().is_empty()
+    {
+        return Err(
+            "status.token is empty: set a non-empty token (at least 16 random characters) or remove the key"
+                .to_string(),
+        );
+    }
+    let loopback = cfg.listen.ip().to_canonical().is_loopback();
+    if loopback || cfg.token.is_some() {
+        return Ok(());
+    }
+    if cfg.allow_unauthenticated {
+        tracing::warn!(
+            listen = %cfg.listen,
+            "status endpoint is reachable off loopback without authentication (status.allow_unauthenticated = true)"
+        );
+        return Ok(());
+    }
+    Err(format!(
+        "refusing to serve the status endpoint on {} without authentication: set status.token, \
+         or listen on a loopback address (status.listen = \"127.0.0.1:7647\"), \
+         or set status.allow_unauthenticated = true to expose it to anyone who can reach it",
+        cfg.listen
+    ))
+}
+
+fn router(state: AppState) -> Router {
+    let protected = Router::new()
+        .route("/v1/status", get(full_status))
+        .route("/v1/cloudlets", get(cloudlets))
+        .route("/v1/cloudlets/{region}/{org}/{name}", get(one_cloudlet))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .merge(protected)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
+/// A JSON response that no cache keeps (the snapshot changes every few seconds).
+fn json_response<T: Serialize>(status: StatusCode, body: &T) -> Response {
+    let mut response = (status, axum::Json(body)).into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+fn error_response(status: StatusCode, message: &str) -> Response {
+    json_response(status, &json!({ "error": message }))
+}
+
+async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let Some(expected) = &state.token else {
+        return next.run(request).await;
+    };
+    if presented_token(request.headers()).is_some_and(|presented| {
+        constant_time_eq(presented.as_bytes(), expected.expose().as_bytes())
+    }) {
+        return next.run(request).await;
+    }
+    tracing::debug!(path = %request.uri().path(), "status request rejected: missing or wrong bearer token");
+    let mut response = error_response(StatusCode::UNAUTHORIZED, UNAUTHORIZED_MESSAGE);
+    response
+        .headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    response
+}
+
+/// The token of an `Authorization: Bearer <token>` header (scheme matched case-insensitively).
+fn presented_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+/// Compares without an early exit, so the time taken does not tell how much of a guess was
+/// right. Runs over the presented bytes only (its length is the caller's own knowledge); an
+/// empty expected token never matches.
+fn constant_time_eq(presented: &[u8], expected: &[u8]) -> bool {
+    if expected.is_empty() {
+        return false;
+    }
+    let mut diff = u8::from(presented.len() != expected.len());
+    for (i, byte) in presented.iter().enumerate() {
+        diff |= byte ^ expected[i % expected.len()];
+    }
+    std::hint::black_box(diff) == 0
+}
+
+async fn healthz(State(state): State<AppState>) -> Response {
+    let snapshot = state.snapshot();
+    match tick_health(&snapshot.last_tick, Timestamp::now()) {
+        Ok(()) => json_response(
+            StatusCode::OK,
+            &json!({ "ok": true, "last_tick": snapshot.last_tick }),
+        ),
+        Err(reason) => json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({ "ok": false, "last_tick": snapshot.last_tick, "reason": reason }),
+        ),
+    }
+}
+
+/// Whether a `last_tick` (RFC 3339) is close enough to `now`.
+fn tick_health(last_tick: &str, now: Timestamp) -> Result<(), String> {
+    if last_tick.is_empty() {
+        return Err("the engine has not published a first snapshot yet".to_string());
+    }
+    let tick: Timestamp = last_tick
+        .parse()
+        .map_err(|e| format!("last_tick {last_tick:?} is not an RFC 3339 time: {e}"))?;
+    let age = now.duration_since(tick);
+    let limit = SignedDuration::try_from(HEALTHY_TICK_AGE).unwrap_or(SignedDuration::MAX);
+    if age > limit {
+        return Err(format!(
+            "the timer loop has not woken for {}s (limit {}s): it is stuck or the process is starved",
+            age.as_secs(),
+            limit.as_secs()
+        ));
+    }
+    if age < -limit {
+        return Err(format!(
+            "last_tick is {}s in the future: the wall clock was set back",
+            -age.as_secs()
+        ));
+    }
+    Ok(())
+}
+
+async fn full_status(State(state): State<AppState>) -> Response {
+    json_response(StatusCode::OK, &*state.snapshot())
+}
+
+async fn cloudlets(State(state): State<AppState>) -> Response {
+    json_response(StatusCode::OK, &state.snapshot().cloudlets)
+}
+
+async fn one_cloudlet(
+    State(state): State<AppState>,
+    Path((region, org, name)): Path<(String, String, String)>,
+) -> Response {
+    let snapshot = state.snapshot();
+    let key = format!("{org}/{name}");
+    match snapshot
+        .cloudlets
+        .iter()
+        .find(|c| c.region == region && c.cloudlet == key)
+    {
+        Some(view) => json_response(StatusCode::OK, view),
+        None => error_response(
+            StatusCode::NOT_FOUND,
+            &format!("cloudlet {key} in region {region} is not in any window"),
+        ),
+    }
+}
+
+async fn not_found() -> Response {
+    error_response(
+        StatusCode::NOT_FOUND,
+        "not found; routes: /healthz, /v1/status, /v1/cloudlets, /v1/cloudlets/{region}/{org}/{name}",
+    )
+}
+
+async fn method_not_allowed() -> Response {
+    error_response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method not allowed: the status endpoint is read-only (GET)",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constant_time_eq_matches_only_equal() {
+        assert!(constant_time_eq(b"s3cret-token", b"s3cret-token"));
+        assert!(!constant_time_eq(b"s3cret-tokeN", b"s3cret-token"));
+        assert!(!constant_time_eq(b"s3cret", b"s3cret-token"));
+        assert!(!constant_time_eq(b"s3cret-token-and-more", b"s3cret-token"));
+        assert!(!constant_time_eq(b"", b"s3cret-token"));
+        assert!(!constant_time_eq(b"", b""));
+    }
+
+    #[test]
+    fn bearer_header_parsing() {
+        let mut h = HeaderMap::new();
+        assert_eq!(presented_token(&h), None);
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer abc"),
+        );
+        assert_eq!(presented_token(&h), Some("abc"));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("bearer  abc "),
+        );
+        assert_eq!(presented_token(&h), Some("abc"));
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic abc"));
+        assert_eq!(presented_token(&h), None);
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer "));
+        assert_eq!(presented_token(&h), None);
+    }
+
+    #[test]
+    fn tick_health_judges_age_both_ways() {
+        let now: Timestamp = "2026-03-01T12:00:00Z".parse().unwrap();
+        assert!(tick_health("2026-03-01T11:59:00Z", now).is_ok());
+        assert!(tick_health("2026-03-01T11:58:31Z", now).is_ok());
+        let stale = tick_health("2026-03-01T11:58:00Z", now).unwrap_err();
+        assert!(stale.contains("120s"), "{stale}");
+        assert!(tick_health("2026-03-01T12:05:00Z", now).is_err());
+        assert!(tick_health("", now).unwrap_err().contains("first snapshot"));
+        assert!(
+            tick_health("yesterday", now)
+                .unwrap_err()
+                .contains("RFC 3339")
+        );
+        // An offset other than Z is fine.
+        assert!(tick_health("2026-03-01T13:59:30+02:00", now).is_ok());
+    }
+}
