@@ -39,6 +39,8 @@ pub enum Command {
     Cloudlet(CloudletArgs),
     /// Run the daemon: enter maintenance ahead of each span, restore after it, verify both.
     Run(RunArgs),
+    /// A compact table from a running daemon's status endpoint; exit 1 when it has alerts.
+    Status(StatusArgs),
     /// Show the whole product on this machine: an embedded controller simulator, demo windows
     /// starting within minutes, and the daemon with its status endpoint.
     #[cfg(feature = "demo")]
@@ -59,6 +61,21 @@ pub struct RunArgs {
     /// Log format: `text` (default; without timestamps under systemd) or `json`.
     #[arg(long, value_name = "FORMAT", default_value = "text")]
     pub log_format: String,
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct StatusArgs {
+    /// Base URL of the status endpoint. Default: http:// + `[status] listen`.
+    #[arg(long, value_name = "URL")]
+    pub url: Option<String>,
+    /// Bearer token (default: `[status] token`).
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "CLOUDLET_MAINTD_TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
 }
 
 #[cfg(feature = "demo")]

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use cloudlet_maintd::cli::{Cli, Command};
-use cloudlet_maintd::commands::{self, EXIT_USAGE};
+use cloudlet_maintd::commands::{self, EXIT_USAGE, LogFormat};
 use cloudlet_maintd::config::Config;
 
 fn main() -> ExitCode {
@@ -18,11 +18,25 @@ fn main() -> ExitCode {
             return exit(EXIT_USAGE);
         }
     };
-    commands::init_logging(&config);
+    let (filter, format) = match &cli.command {
+        Command::Run(args) => match args.log_format.parse::<LogFormat>() {
+            Ok(f) => (config.log.filter.clone(), f),
+            Err(e) => {
+                eprintln!("{e}");
+                return exit(EXIT_USAGE);
+            }
+        },
+        // The demo shows the daemon's decisions, not the simulator's request log.
+        #[cfg(feature = "demo")]
+        Command::Demo(_) => ("warn,cloudlet_maintd=info".to_string(), LogFormat::Text),
+        _ => (config.log.filter.clone(), LogFormat::Text),
+    };
+    commands::init_logging(&filter, format);
     let code = match &cli.command {
         Command::Check(args) => commands::check::run(&config, args),
         Command::Plan(args) => commands::plan::run(&config, args),
         Command::Run(args) => commands::run::run(&config, args),
+        Command::Status(args) => commands::status::run(&config, args),
         #[cfg(feature = "demo")]
         Command::Demo(args) => commands::demo::run(&config, args),
         Command::Cloudlet(args) => match tokio::runtime::Runtime::new() {

@@ -6,6 +6,7 @@ pub mod cloudlet;
 pub mod demo;
 pub mod plan;
 pub mod run;
+pub mod status;
 
 /// Exit status for "everything fine".
 pub const EXIT_OK: i32 = 0;
@@ -14,14 +15,47 @@ pub const EXIT_FAILED: i32 = 1;
 /// Exit status for usage and config errors.
 pub const EXIT_USAGE: i32 = 2;
 
-/// Sets up `tracing` for a command: `RUST_LOG` wins over the config's `[log] filter`; logs go to
-/// stderr so that command output on stdout stays machine-readable.
-pub fn init_logging(config: &crate::config::Config) {
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Readable lines; without timestamps when stderr is the systemd journal (which stamps
+    /// every line itself), with colours only on a terminal.
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(format!(
+                "invalid log format \"{other}\": expected text or json"
+            )),
+        }
+    }
+}
+
+/// Sets up `tracing` for a command: `RUST_LOG` wins over `default_filter` (the config's
+/// `[log] filter`, or a command's own default); logs go to stderr so that command output on
+/// stdout stays machine-readable.
+pub fn init_logging(default_filter: &str, format: LogFormat) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.log.filter))
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(default_filter))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text if crate::systemd::journald_attached() => {
+            builder.without_time().with_ansi(false).try_init()
+        }
+        LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
+    };
 }
