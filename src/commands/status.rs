@@ -89,8 +89,8 @@ pub fn write_table(out: &mut impl Write, s: &StatusSnapshot) -> std::io::Result<
     }
     writeln!(
         out,
-        "{:<4} {:<24} {:<20} {:<8} {:<26} {:<10} {}",
-        "REG", "CLOUDLET", "STATE", "OWNER", "NEXT", "LEAD", "LAST ERROR"
+        "{:<4} {:<24} {:<20} {:<8} {:<26} {:<10} LAST ERROR",
+        "REG", "CLOUDLET", "STATE", "OWNER", "NEXT", "LEAD"
     )?;
     for c in &s.cloudlets {
         let owner = if c.owned {

@@ -342,7 +342,11 @@ where
             self.publish_status(false);
             self.lifecycle.tick(&self.status_line(now));
 
-            let next = self.due.first().map(|(t, _)| *t);
+            let next = self
+                .due
+                .iter()
+                .find(|(_, c)| !self.busy.contains(c))
+                .map(|(t, _)| *t);
             let mut sleep_for = match next {
                 Some(t) if t > now => t.duration_since(now).unsigned_abs(),
                 Some(_) => Duration::ZERO,
@@ -351,10 +355,6 @@ where
             .min(clock::MAX_SLEEP);
             if self.status_dirty {
                 sleep_for = sleep_for.min(Duration::from_millis(200));
-            }
-            // Work is due but every due cloudlet is busy: wait for a report, not a spin.
-            if sleep_for.is_zero() && self.only_busy_due(now) {
-                sleep_for = clock::MAX_SLEEP;
             }
 
             tokio::select! {
@@ -407,13 +407,6 @@ where
         self.ctx.journal.flush().await?;
         self.publish_status(true);
         Ok(())
-    }
-
-    fn only_busy_due(&self, now: Timestamp) -> bool {
-        self.due
-            .iter()
-            .take_while(|(t, _)| *t <= now)
-            .all(|(_, c)| self.busy.contains(c))
     }
 
     /// Rescans `windows.d` (keeping last good versions), then replans.
@@ -493,7 +486,12 @@ where
             }
         });
         for c in &relevant {
-            self.cloudlets.entry(c.clone()).or_default();
+            // A cloudlet seen for the first time gets a look right away (a first read-back);
+            // after that only the plan's edges and explicit checks schedule it.
+            self.cloudlets.entry(c.clone()).or_insert_with(|| CloudletRt {
+                check_at: Some(now),
+                ..CloudletRt::default()
+            });
         }
         // Forget cloudlets that are neither planned, owned nor busy.
         let busy = &self.busy;
@@ -525,7 +523,6 @@ where
             None
         } else {
             let rt = self.cloudlets.get(c);
-            let never_seen = rt.is_none_or(|r| r.observed.is_none());
             let edge = self
                 .spans_of(c)
                 .iter()
@@ -533,8 +530,7 @@ where
                 .filter(|t| *t > now)
                 .min();
             let explicit = rt.and_then(|r| r.check_at);
-            let first = if never_seen { Some(now) } else { None };
-            [first, edge, explicit].into_iter().flatten().min()
+            [edge, explicit].into_iter().flatten().min()
         };
         let Some(rt) = self.cloudlets.get_mut(c) else {
             return;
@@ -865,7 +861,10 @@ where
                     .iter()
                     .rev()
                     .map(|h| HandshakeView {
-                        kind: h.kind.to_string(),
+                        kind: serde_json::to_value(h.kind)
+                            .ok()
+                            .and_then(|v| v.as_str().map(str::to_string))
+                            .unwrap_or_else(|| h.kind.to_string()),
                         started_at: h.started_at.to_string(),
                         duration_ms: u64::try_from(h.duration.as_millis()).unwrap_or(u64::MAX),
                         ok: h.ok,

@@ -184,6 +184,9 @@ async fn run_inner<C: Controller, K: Clock>(
             // A request recorded as in flight by an earlier run is over or running server-side;
             // what matters now is the state we just read.
             r.in_flight = None;
+            if state == MaintenanceState::NormalOperation {
+                r.restore_failures = 0;
+            }
             match state {
                 MaintenanceState::NormalOperation if r.owned => {
                     if current.is_some() && r.entered_for == current {
@@ -263,7 +266,9 @@ async fn run_inner<C: Controller, K: Clock>(
             } else {
                 MaintenanceTarget::StartNoFailover
             };
-            let (result, after) = handshake(ctx, org, c, &key, kind, target, true, report).await?;
+            let entering_for = span.map(span_id);
+            let (result, after) =
+                handshake(ctx, org, c, &key, kind, target, entering_for, report).await?;
             let now = ctx.clock.now();
             match after.as_ref().map(|o| o.state) {
                 Some(MaintenanceState::UnderMaintenance) => {
@@ -343,7 +348,7 @@ async fn run_inner<C: Controller, K: Clock>(
                 &key,
                 kind,
                 MaintenanceTarget::Normal,
-                false,
+                None,
                 report,
             )
             .await?;
@@ -443,11 +448,13 @@ async fn handshake<C: Controller, K: Clock>(
     key: &CloudletKey,
     kind: HandshakeKind,
     target: MaintenanceTarget,
-    entering: bool,
+    // `Some(span)` for an enter: the span it is for (recorded once in maintenance).
+    entering_for: Option<crate::journal::SpanId>,
     report: &mut WorkerReport,
 ) -> Result<(Result<Duration, ClientError>, Option<Observed>), WorkerError> {
     let _global = ctx.global.acquire().await;
     let _org = org.acquire().await;
+    let entering = target != MaintenanceTarget::Normal;
     let sent_at = ctx.clock.now();
     // The journal first (property 5): a crash from here on is read back on the next start.
     ctx.journal
@@ -507,6 +514,14 @@ async fn handshake<C: Controller, K: Clock>(
                     u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
                     history_cap,
                 );
+            }
+            if entering
+                && entering_for.is_some()
+                && after
+                    .as_ref()
+                    .is_some_and(|o| o.state == MaintenanceState::UnderMaintenance)
+            {
+                r.entered_for = entering_for;
             }
             // An enter that left the cloudlet in NormalOperation changed nothing: not ours.
             if entering
