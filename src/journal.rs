@@ -708,6 +708,20 @@ impl JournalHandle {
     /// Wraps an opened store and its journal; spawns the flusher on the current tokio runtime
     /// (must be called from within one).
     pub fn spawn(store: JournalStore, initial: Journal) -> JournalHandle {
+        JournalHandle::spawn_with(store, initial, false)
+    }
+
+    /// [`JournalHandle::spawn`] for deterministic simulations: the flusher writes on the
+    /// runtime's own thread instead of the blocking pool. On a paused current-thread runtime a
+    /// blocking-pool thread finishing at some wall-clock moment would make the order in which
+    /// tasks run (and so the whole simulated run) depend on real time; an inline write keeps
+    /// it a function of the seed. Never use it in the daemon: a slow disk would stall the
+    /// runtime.
+    pub fn spawn_inline(store: JournalStore, initial: Journal) -> JournalHandle {
+        JournalHandle::spawn_with(store, initial, true)
+    }
+
+    fn spawn_with(store: JournalStore, initial: Journal, inline: bool) -> JournalHandle {
         let store = Arc::new(store);
         let wake = Arc::new(Notify::new());
         let (tx, rx) = watch::channel(Flushed::default());
@@ -720,8 +734,17 @@ impl JournalHandle {
             flushed: rx,
             store: Arc::clone(&store),
         });
-        tokio::spawn(flusher(Arc::downgrade(&shared), wake, store, tx));
+        tokio::spawn(flusher(Arc::downgrade(&shared), wake, store, tx, inline));
         JournalHandle { shared }
+    }
+
+    /// A future that completes once the flusher task has ended, i.e. once every handle is gone
+    /// and no write is in progress or will start. For crash simulations: before the state
+    /// directory is opened again, the previous "process" must not be able to write any more.
+    /// Take it before dropping the last handle.
+    pub fn writer_stopped(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut rx = self.shared.flushed.clone();
+        async move { while rx.changed().await.is_ok() {} }
     }
 
     /// Applies `change` in memory, then waits until a write containing it is durable.
@@ -806,6 +829,7 @@ async fn flusher(
     wake: Arc<Notify>,
     store: Arc<JournalStore>,
     tx: watch::Sender<Flushed>,
+    inline: bool,
 ) {
     let mut durable = 0u64;
     loop {
@@ -821,12 +845,16 @@ async fn flusher(
             (state.journal.clone(), state.generation)
         };
         let writer = Arc::clone(&store);
-        let result = match tokio::task::spawn_blocking(move || writer.write(&journal)).await {
-            Ok(result) => result,
-            Err(join) => Err(JournalError::Stopped {
-                path: store.path(),
-                why: format!("journal write task failed: {join}"),
-            }),
+        let result = if inline {
+            writer.write(&journal)
+        } else {
+            match tokio::task::spawn_blocking(move || writer.write(&journal)).await {
+                Ok(result) => result,
+                Err(join) => Err(JournalError::Stopped {
+                    path: store.path(),
+                    why: format!("journal write task failed: {join}"),
+                }),
+            }
         };
         match result {
             Ok(()) => {

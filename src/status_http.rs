@@ -17,6 +17,12 @@
 //! - `GET /v1/status`: the whole snapshot.
 //! - `GET /v1/cloudlets`: the snapshot's cloudlets.
 //! - `GET /v1/cloudlets/{region}/{org}/{name}`: one cloudlet, or 404.
+//! - `GET /v1/plan?from=…&until=…&cloudlet=…`: planned spans, the same shape as `plan --json`.
+//! - `GET /v1/windows`: every window file with its windows, errors, warnings and stale flag.
+//! - `GET /metrics`: Prometheus/OpenMetrics exposition (see [`crate::metrics`]).
+//! - `GET /`: the timeline page (see [`crate::timeline`]).
+//!
+//! The API is described in `docs/openapi.yaml`.
 
 use std::future::IntoFuture;
 use std::sync::Arc;
@@ -37,6 +43,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Secret, StatusConfig};
 use crate::engine::StatusSnapshot;
+use crate::metrics::Metrics;
+use crate::plan::SpanJson;
 
 /// `/healthz` is healthy while the last tick is at most this far from the real current time.
 /// The timer loop wakes at least every 30 s, so three missed wakes make it unhealthy.
@@ -48,9 +56,33 @@ pub const SHUTDOWN_DRAIN: Duration = Duration::from_secs(5);
 
 const UNAUTHORIZED_MESSAGE: &str = "missing or wrong bearer token";
 
+/// What the endpoint serves: the engine's published snapshot and plan, and the metrics.
+#[derive(Clone)]
+pub struct StatusSources {
+    pub status: watch::Receiver<Arc<StatusSnapshot>>,
+    pub plan: watch::Receiver<Arc<Vec<SpanJson>>>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl From<watch::Receiver<Arc<StatusSnapshot>>> for StatusSources {
+    /// Only a snapshot: an empty plan and metrics without events.
+    fn from(status: watch::Receiver<Arc<StatusSnapshot>>) -> Self {
+        let (plan_tx, plan) = watch::channel(Arc::new(Vec::new()));
+        // Keep the sender alive for the receiver's sake: the value simply never changes.
+        std::mem::forget(plan_tx);
+        StatusSources {
+            status,
+            plan,
+            metrics: Arc::new(Metrics::new()),
+        }
+    }
+}
+
 #[derive(Clone)]
 struct AppState {
     status: watch::Receiver<Arc<StatusSnapshot>>,
+    plan: watch::Receiver<Arc<Vec<SpanJson>>>,
+    metrics: Arc<Metrics>,
     token: Option<Arc<Secret>>,
 }
 
@@ -68,14 +100,17 @@ impl AppState {
 /// Call [`check_exposure`] on the configuration before binding the listener.
 pub async fn serve(
     listener: TcpListener,
-    status: watch::Receiver<Arc<StatusSnapshot>>,
+    sources: impl Into<StatusSources>,
     token: Option<Secret>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let local = listener.local_addr()?;
     let authenticated = token.is_some();
+    let sources = sources.into();
     let app = router(AppState {
-        status,
+        status: sources.status,
+        plan: sources.plan,
+        metrics: sources.metrics,
         token: token.map(Arc::new),
     });
     tracing::info!(listen = %local, authenticated, "status endpoint listening");
@@ -138,6 +173,10 @@ fn router(state: AppState) -> Router {
         .route("/v1/status", get(full_status))
         .route("/v1/cloudlets", get(cloudlets))
         .route("/v1/cloudlets/{region}/{org}/{name}", get(one_cloudlet))
+        .route("/v1/plan", get(plan_spans))
+        .route("/v1/windows", get(windows))
+        .route("/metrics", get(metrics))
+        .route("/", get(timeline_page))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/healthz", get(healthz))
@@ -268,10 +307,94 @@ async fn one_cloudlet(
     }
 }
 
+/// Query of `/v1/plan`.
+#[derive(Debug, serde::Deserialize)]
+struct PlanQuery {
+    from: Option<String>,
+    until: Option<String>,
+    cloudlet: Option<String>,
+}
+
+async fn plan_spans(
+    State(state): State<AppState>,
+    axum::extract::Query(q): axum::extract::Query<PlanQuery>,
+) -> Response {
+    let parse = |text: &Option<String>, default: Timestamp| -> Result<Timestamp, String> {
+        match text {
+            None => Ok(default),
+            Some(t) => crate::commands::plan::parse_time(t),
+        }
+    };
+    let now = Timestamp::now();
+    let from = match parse(&q.from, now) {
+        Ok(t) => t,
+        Err(e) => return error_response(StatusCode::BAD_REQUEST, &e),
+    };
+    let default_until = from
+        .checked_add(SignedDuration::from_hours(24 * 14))
+        .unwrap_or(from);
+    let until = match parse(&q.until, default_until) {
+        Ok(t) => t,
+        Err(e) => return error_response(StatusCode::BAD_REQUEST, &e),
+    };
+    let plan = Arc::clone(&*state.plan.borrow());
+    let spans: Vec<&SpanJson> = plan
+        .iter()
+        .filter(|s| q.cloudlet.as_ref().is_none_or(|c| &s.cloudlet == c))
+        .filter(|s| {
+            let end = s.end.parse::<Timestamp>().ok();
+            let enter = s.enter_at.parse::<Timestamp>().ok();
+            end.is_some_and(|e| e > from) && enter.is_some_and(|e| e < until)
+        })
+        .collect();
+    json_response(StatusCode::OK, &spans)
+}
+
+async fn windows(State(state): State<AppState>) -> Response {
+    json_response(StatusCode::OK, &state.snapshot().files)
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let body = state.metrics.render(&state.snapshot());
+    let mut response = (StatusCode::OK, body).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
+    );
+    response
+}
+
+/// Query of `/`.
+#[derive(Debug, serde::Deserialize)]
+struct PageQuery {
+    hours: Option<u32>,
+    days: Option<u32>,
+}
+
+async fn timeline_page(
+    State(state): State<AppState>,
+    axum::extract::Query(q): axum::extract::Query<PageQuery>,
+) -> Response {
+    let plan = Arc::clone(&*state.plan.borrow());
+    let html = crate::timeline::render(
+        &state.snapshot(),
+        &plan,
+        Timestamp::now(),
+        q.hours
+            .or(q.days.map(|d| d.saturating_mul(24)))
+            .unwrap_or(crate::timeline::DEFAULT_HOURS),
+    );
+    let mut response = axum::response::Html(html).into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
 async fn not_found() -> Response {
     error_response(
         StatusCode::NOT_FOUND,
-        "not found; routes: /healthz, /v1/status, /v1/cloudlets, /v1/cloudlets/{region}/{org}/{name}",
+        "not found; routes: /, /healthz, /metrics, /v1/status, /v1/cloudlets, /v1/cloudlets/{region}/{org}/{name}, /v1/plan, /v1/windows",
     )
 }
 

@@ -308,7 +308,7 @@ fn check_region(w: &World, region: &str) -> Result<(), ApiError> {
 
 /// The "nginx" in front of the controller: a request that names a cloudlet whose
 /// `error_5xx_rate` die comes up gets a 502 and reaches nothing.
-fn roll_bad_gateway(sim: &Sim, bytes: &[u8]) -> Option<Response> {
+pub(crate) fn roll_bad_gateway(sim: &Sim, bytes: &[u8]) -> Option<Response> {
     let body: Value = serde_json::from_slice(bytes).ok()?;
     let t = parse_target(&body).ok()?;
     let (org, name) = (t.org?, t.name?);
@@ -460,7 +460,7 @@ fn cloudlet_info_out(c: &Cloudlet) -> CloudletInfoOut<'_> {
 }
 
 #[derive(Clone, Copy)]
-enum ShowKind {
+pub(crate) enum ShowKind {
     Cloudlet,
     CloudletInfo,
 }
@@ -489,7 +489,7 @@ fn show(sim: &Sim, headers: &HeaderMap, bytes: &[u8], kind: ShowKind) -> Respons
     tagged(res, &user)
 }
 
-fn show_lines(sim: &Sim, bytes: &[u8], kind: ShowKind) -> Result<Response, ApiError> {
+pub(crate) fn show_lines(sim: &Sim, bytes: &[u8], kind: ShowKind) -> Result<Response, ApiError> {
     let body = parse_object(bytes)?;
     let t = parse_target(&body)?;
     let w = sim.lock();
@@ -593,7 +593,7 @@ enum Started {
     Exit(ActionGuard),
 }
 
-async fn update(sim: &Arc<Sim>, user: &str, bytes: &[u8]) -> Result<Response, ApiError> {
+pub(crate) async fn update(sim: &Arc<Sim>, user: &str, bytes: &[u8]) -> Result<Response, ApiError> {
     let body = parse_object(bytes)?;
     let t = parse_target(&body)?;
     let (org, name) = (t.org.unwrap_or_default(), t.name.unwrap_or_default());

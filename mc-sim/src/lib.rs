@@ -12,6 +12,8 @@
 //! - `runner`: the asynchronous handshake, detached from the HTTP connection.
 //! - `http`: the Master Controller REST API under `/api/v1`.
 //! - `control`: the unauthenticated `/_sim/*` API tests use to inspect and steer the simulation.
+//! - [`inprocess`]: the same controller as plain async calls, for deterministic simulations on a
+//!   paused tokio runtime (no sockets).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -32,6 +34,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod inprocess;
 pub mod scenario;
 pub mod state;
 
@@ -49,11 +52,16 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+pub use inprocess::{
+    CloudletSnapshot, InProcess, RequestSummary, Selector, ShownCloudlet, SimFailure, SimHistory,
+    TransitionRecord,
+};
 pub use scenario::{
     CloudletSpec, HumanDuration, Knobs, KnobsPatch, Latency, Location, Role, RoleSpec, Scenario,
     ScenarioError, UserSpec,
 };
 pub use state::{MaintenanceState, TrackedState};
+pub use world::Actor;
 
 /// How long in-flight connections get to finish after shutdown was requested. Handshakes are
 /// cancelled at once, so their streams end; this only bounds a stuck client.

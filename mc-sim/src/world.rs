@@ -30,7 +30,7 @@ pub(crate) struct Sim {
 /// Who changed a stored maintenance state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub(crate) enum Actor {
+pub enum Actor {
     /// The controller's handshake, driven by an UpdateCloudlet request.
     Controller,
     /// A person (or a test) through `/_sim/state`.
@@ -57,6 +57,10 @@ pub(crate) struct Stamp {
     pub at: String,
     #[serde(skip)]
     pub system: SystemTime,
+    /// The same moment on tokio's clock: virtual time when the runtime's clock is paused (the
+    /// in-process API reports this one, see `inprocess`).
+    #[serde(skip)]
+    pub mono: tokio::time::Instant,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -233,6 +237,7 @@ impl Sim {
             t_ms: u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX),
             at: humantime::format_rfc3339_millis(system).to_string(),
             system,
+            mono: tokio::time::Instant::now(),
         }
     }
 

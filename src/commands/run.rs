@@ -11,6 +11,7 @@ use crate::config::Config;
 use crate::controller::{Controller, McClient, load_password};
 use crate::engine::{self, EngineParts, EngineSettings, Lifecycle, SystemClock};
 use crate::journal::{JournalHandle, JournalStore};
+use crate::metrics::{Metered, Metrics};
 use crate::{reload, status_http, systemd};
 
 /// Why the daemon could not start (or stopped abnormally).
@@ -134,6 +135,11 @@ where
         })?;
     let listen = listener.local_addr().unwrap_or(cfg.status.listen);
 
+    let metrics = Arc::new(Metrics::new());
+    let lifecycle = Arc::new(Metered {
+        inner: lifecycle,
+        metrics: Arc::clone(&metrics),
+    });
     let settings = EngineSettings::from_config(&cfg);
     let parts = EngineParts {
         controller,
@@ -148,7 +154,11 @@ where
 
     let http = tracker.spawn(status_http::serve(
         listener,
-        handle.status.clone(),
+        status_http::StatusSources {
+            status: handle.status.clone(),
+            plan: handle.plan.clone(),
+            metrics,
+        },
         cfg.status.token.clone(),
         shutdown.clone(),
     ));

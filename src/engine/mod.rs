@@ -115,6 +115,13 @@ pub trait Lifecycle: Send + Sync + 'static {
     /// The timer loop is alive (called on every wake).
     fn tick(&self, _status_line: &str) {}
     fn stopping(&self) {}
+    /// A handshake ended (`kind` in the journal's snake_case: `enter_failover`, …; `ok` when
+    /// the state read back is the one asked for).
+    fn handshake_finished(&self, _kind: &str, _ok: bool, _duration: Duration) {}
+    /// The controller answered with an error (`ClientError::kind`).
+    fn controller_error(&self, _kind: &str) {}
+    /// A cloudlet was put into maintenance, before its span started or late.
+    fn entered(&self, _late: bool) {}
 }
 
 /// A [`Lifecycle`] that does nothing.
@@ -138,6 +145,8 @@ pub struct EngineParts<C, K, L = NoLifecycle> {
 pub struct EngineHandle {
     pub commands: mpsc::Sender<EngineCommand>,
     pub status: watch::Receiver<Arc<StatusSnapshot>>,
+    /// Every planned span (from an hour ago to the horizon), republished on each replan.
+    pub plan: watch::Receiver<Arc<Vec<crate::plan::SpanJson>>>,
 }
 
 /// Errors that stop the engine.
@@ -169,15 +178,78 @@ where
     K: Clock,
     L: Lifecycle,
 {
+    spawn_with_hooks(
+        parts,
+        commands,
+        shutdown,
+        tracker,
+        SimulationHooks::default(),
+    )
+}
+
+/// What only the deterministic simulation (`tests/simulation.rs`) needs from the engine. The
+/// daemon uses the defaults (through [`spawn`]).
+#[derive(Debug, Clone, Default)]
+pub struct SimulationHooks {
+    /// Cancelling it stops the engine **as a crash would**: the timer loop and every worker are
+    /// dropped wherever they are, a request in flight is abandoned (the controller carries on
+    /// server-side), nothing is flushed and there is no grace period. The engine's task then
+    /// returns `Ok(())` once every one of its tasks is gone, so that a test can open the state
+    /// directory again as a fresh process would. (A real crash also loses journal changes that
+    /// were applied in memory but not yet written; here such a change may still be written
+    /// while the last handle is dropped, which a real crash right after the write could
+    /// produce too. See [`JournalHandle::writer_stopped`].)
+    pub kill: CancellationToken,
+    /// Scan `windows.d` on the runtime's own thread instead of the blocking pool. On a paused
+    /// current-thread runtime a blocking-pool thread finishing at some wall-clock moment makes
+    /// the order of tasks depend on real time; inline I/O keeps a run a function of its seed.
+    pub inline_io: bool,
+}
+
+/// [`spawn`] with [`SimulationHooks`].
+pub fn spawn_with_hooks<C, K, L>(
+    parts: EngineParts<C, K, L>,
+    commands: (mpsc::Sender<EngineCommand>, mpsc::Receiver<EngineCommand>),
+    shutdown: CancellationToken,
+    tracker: &TaskTracker,
+    hooks: SimulationHooks,
+) -> (
+    EngineHandle,
+    tokio::task::JoinHandle<Result<(), EngineError>>,
+)
+where
+    C: Controller + 'static,
+    K: Clock,
+    L: Lifecycle,
+{
     let (cmd_tx, cmd_rx) = commands;
     let (status_tx, status_rx) = watch::channel(Arc::new(StatusSnapshot::default()));
-    let engine = Engine::new(parts, status_tx);
+    let (plan_tx, plan_rx) = watch::channel(Arc::new(Vec::new()));
+    let mut engine = Engine::new(parts, status_tx);
+    engine.plan_tx = Some(plan_tx);
+    engine.inline_io = hooks.inline_io;
+    engine.kill = hooks.kill.clone();
     let worker_tracker = TaskTracker::new();
-    let join = tracker.spawn(engine.run(cmd_rx, shutdown, worker_tracker));
+    let kill = hooks.kill;
+    let join = tracker.spawn(async move {
+        let workers = worker_tracker.clone();
+        tokio::select! {
+            biased;
+            () = kill.cancelled() => {
+                // Workers end at once (they run under the same token); wait until they are
+                // all dropped so that nothing of this "process" is left.
+                workers.close();
+                workers.wait().await;
+                Ok(())
+            }
+            r = engine.run(cmd_rx, shutdown, worker_tracker) => r,
+        }
+    });
     (
         EngineHandle {
             commands: cmd_tx,
             status: status_rx,
+            plan: plan_rx,
         },
         join,
     )
@@ -245,6 +317,11 @@ struct Engine<C, K, L> {
     rng: u64,
     status_dirty: bool,
     last_status: Option<tokio::time::Instant>,
+    /// Where the plan's spans are published (for `/v1/plan` and the timeline page).
+    plan_tx: Option<watch::Sender<Arc<Vec<crate::plan::SpanJson>>>>,
+    /// See [`SimulationHooks`].
+    inline_io: bool,
+    kill: CancellationToken,
 }
 
 /// What a worker tells the loop when it is done.
@@ -314,6 +391,9 @@ where
             rng,
             status_dirty: true,
             last_status: None,
+            plan_tx: None,
+            inline_io: false,
+            kill: CancellationToken::new(),
         }
     }
 
@@ -414,12 +494,16 @@ where
         let dir = self.settings().windows_dir.clone();
         let previous = std::mem::take(&mut self.catalog);
         let now = self.ctx.clock.now();
-        let catalog = match tokio::task::spawn_blocking(move || {
+        let scan = move || {
             let c = load_dir(&dir, Some(&previous), now);
             (c, previous)
-        })
-        .await
-        {
+        };
+        let scanned = if self.inline_io {
+            Ok(scan())
+        } else {
+            tokio::task::spawn_blocking(scan).await
+        };
+        let catalog = match scanned {
             Ok((c, _)) => c,
             Err(e) => {
                 tracing::error!("reload task failed: {e}");
@@ -472,6 +556,13 @@ where
         self.plan = plan(self.catalog.windows(), &self.leads, from, until);
         self.plan_until = until;
         self.plan_dirty = false;
+        if let Some(tx) = &self.plan_tx
+            && tx.receiver_count() > 0
+        {
+            let spans: Vec<crate::plan::SpanJson> =
+                self.plan.spans().into_iter().map(Span::to_json).collect();
+            tx.send_replace(Arc::new(spans));
+        }
         // Cloudlets to watch: every planned one, and every one the journal says we own (a
         // removed file must not strand a cloudlet in maintenance).
         let mut relevant: BTreeSet<CloudletRef> = self.plan.cloudlets.keys().cloned().collect();
@@ -488,10 +579,12 @@ where
         for c in &relevant {
             // A cloudlet seen for the first time gets a look right away (a first read-back);
             // after that only the plan's edges and explicit checks schedule it.
-            self.cloudlets.entry(c.clone()).or_insert_with(|| CloudletRt {
-                check_at: Some(now),
-                ..CloudletRt::default()
-            });
+            self.cloudlets
+                .entry(c.clone())
+                .or_insert_with(|| CloudletRt {
+                    check_at: Some(now),
+                    ..CloudletRt::default()
+                });
         }
         // Forget cloudlets that are neither planned, owned nor busy.
         let busy = &self.busy;
@@ -571,9 +664,14 @@ where
             let ctx = Arc::clone(&self.ctx);
             let org_sem = self.org_semaphore(&c);
             let tx = reports.clone();
+            let kill = self.kill.clone();
             workers.spawn(async move {
-                let report = worker::run(ctx, org_sem, job).await;
-                let _ = tx.send(report);
+                if let Some(report) = kill
+                    .run_until_cancelled(worker::run(ctx, org_sem, job))
+                    .await
+                {
+                    let _ = tx.send(report);
+                }
             });
             self.status_dirty = true;
         }
@@ -636,6 +734,17 @@ where
             } else {
                 self.entries_on_time += 1;
             }
+            self.lifecycle.entered(e.late);
+        }
+        if let Some(h) = &r.handshake {
+            let kind = serde_json::to_value(h.kind)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default();
+            self.lifecycle.handshake_finished(&kind, h.ok, h.duration);
+        }
+        if let Some(worker::WorkerError::Controller(e)) = &r.error {
+            self.lifecycle.controller_error(e.kind());
         }
         let cap = self.settings().history_cap.max(1);
         let rt = self.cloudlets.entry(r.cloudlet.clone()).or_default();
