@@ -320,6 +320,42 @@ pub fn openmetrics_to_prometheus(text: &str) -> String {
     out
 }
 
+/// Wraps the daemon's lifecycle hooks (sd_notify) so that engine events also feed the metrics.
+pub struct Metered<L> {
+    pub inner: std::sync::Arc<L>,
+    pub metrics: std::sync::Arc<Metrics>,
+}
+
+impl<L: crate::engine::Lifecycle> crate::engine::Lifecycle for Metered<L> {
+    fn planned(&self, status: &StatusSnapshot) {
+        self.inner.planned(status);
+    }
+    fn reloading(&self) {
+        self.inner.reloading();
+    }
+    fn reloaded(&self, status: &StatusSnapshot) {
+        self.inner.reloaded(status);
+    }
+    fn tick(&self, status_line: &str) {
+        self.inner.tick(status_line);
+    }
+    fn stopping(&self) {
+        self.inner.stopping();
+    }
+    fn handshake_finished(&self, kind: &str, ok: bool, duration: Duration) {
+        self.metrics.handshake(kind, ok, duration);
+        self.inner.handshake_finished(kind, ok, duration);
+    }
+    fn controller_error(&self, kind: &str) {
+        self.metrics.controller_error(kind);
+        self.inner.controller_error(kind);
+    }
+    fn entered(&self, late: bool) {
+        self.metrics.entry(late);
+        self.inner.entered(late);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -366,41 +402,5 @@ mod tests {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
         }
         assert!(!text.contains("# EOF"));
-    }
-}
-
-/// Wraps the daemon's lifecycle hooks (sd_notify) so that engine events also feed the metrics.
-pub struct Metered<L> {
-    pub inner: std::sync::Arc<L>,
-    pub metrics: std::sync::Arc<Metrics>,
-}
-
-impl<L: crate::engine::Lifecycle> crate::engine::Lifecycle for Metered<L> {
-    fn planned(&self, status: &StatusSnapshot) {
-        self.inner.planned(status);
-    }
-    fn reloading(&self) {
-        self.inner.reloading();
-    }
-    fn reloaded(&self, status: &StatusSnapshot) {
-        self.inner.reloaded(status);
-    }
-    fn tick(&self, status_line: &str) {
-        self.inner.tick(status_line);
-    }
-    fn stopping(&self) {
-        self.inner.stopping();
-    }
-    fn handshake_finished(&self, kind: &str, ok: bool, duration: Duration) {
-        self.metrics.handshake(kind, ok, duration);
-        self.inner.handshake_finished(kind, ok, duration);
-    }
-    fn controller_error(&self, kind: &str) {
-        self.metrics.controller_error(kind);
-        self.inner.controller_error(kind);
-    }
-    fn entered(&self, late: bool) {
-        self.metrics.entry(late);
-        self.inner.entered(late);
     }
 }

@@ -760,6 +760,7 @@ where
         {
             rt.late_span = Some(e.span_start);
         }
+        let this_handshake_ok = r.handshake.as_ref().is_some_and(|h| h.ok);
         if let Some(h) = r.handshake {
             rt.history.push_back(h);
             while rt.history.len() > cap {
@@ -778,7 +779,14 @@ where
         }
         rt.check_at = r.next_check;
         let previous_alert = rt.alert.as_ref().map(|a| a.0.clone());
-        rt.alert = r.alert.map(|(kind, msg)| {
+        // A permission or naming problem stays on display until a handshake succeeds: a span
+        // ending does not mean a person fixed the role.
+        let sticky = matches!(previous_alert.as_deref(), Some("forbidden" | "not_found"));
+        let new_alert = match r.alert {
+            None if sticky && !this_handshake_ok => rt.alert.as_ref().map(|a| (a.0.clone(), a.1.clone())),
+            other => other,
+        };
+        rt.alert = new_alert.map(|(kind, msg)| {
             let since = match &rt.alert {
                 Some((k, _, since)) if *k == kind => *since,
                 _ => now,

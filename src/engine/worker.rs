@@ -108,14 +108,10 @@ pub(crate) async fn run<C: Controller, K: Clock>(
 
 /// Errors that need a person get an alert right away; others only when they make us late.
 fn alert_for_error(e: &WorkerError, job: &Job, now: Timestamp) -> Option<(String, String)> {
+    if let Some(alert) = needs_a_person(e) {
+        return Some(alert);
+    }
     match e {
-        WorkerError::Controller(ClientError::Forbidden { .. })
-        | WorkerError::Controller(ClientError::BadCredentials { .. }) => {
-            Some(("forbidden".into(), e.to_string()))
-        }
-        WorkerError::Controller(ClientError::NotFound { .. }) => {
-            Some(("not_found".into(), e.to_string()))
-        }
         WorkerError::Journal(_) => Some(("journal_write_failed".into(), e.to_string())),
         _ => job.span.as_ref().and_then(|s| {
             (now >= s.start).then(|| {
@@ -316,7 +312,12 @@ async fn run_inner<C: Controller, K: Clock>(
                 }
             }
             if let Err(e) = result {
-                report.error = Some(WorkerError::Controller(e));
+                let e = WorkerError::Controller(e);
+                if let Some(alert) = needs_a_person(&e) {
+                    report.alert = Some(alert);
+                    report.next_check = Some(plus_std(now, settings.retry_max.max(job.backoff)));
+                }
+                report.error = Some(e);
             }
             Ok(())
         }
@@ -419,10 +420,29 @@ async fn run_inner<C: Controller, K: Clock>(
                 }
             }
             if let Err(e) = result {
-                report.error = Some(WorkerError::Controller(e));
+                let e = WorkerError::Controller(e);
+                if let Some(alert) = needs_a_person(&e) {
+                    report.alert = Some(alert);
+                    report.next_check = Some(plus_std(now, settings.retry_max.max(job.backoff)));
+                }
+                report.error = Some(e);
             }
             Ok(())
         }
+    }
+}
+
+/// Errors no retry will fix: a person must change a role, a password or a name.
+fn needs_a_person(e: &WorkerError) -> Option<(String, String)> {
+    match e {
+        WorkerError::Controller(ClientError::Forbidden { .. })
+        | WorkerError::Controller(ClientError::BadCredentials { .. }) => {
+            Some(("forbidden".into(), e.to_string()))
+        }
+        WorkerError::Controller(ClientError::NotFound { .. }) => {
+            Some(("not_found".into(), e.to_string()))
+        }
+        _ => None,
     }
 }
 
