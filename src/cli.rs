@@ -9,7 +9,16 @@ use crate::config::DEFAULT_CONFIG_PATH;
 /// Puts MobiledgeX/EdgeXR cloudlets into maintenance ahead of declared windows, restores them
 /// afterwards, and verifies both.
 #[derive(Debug, Parser)]
-#[command(name = "cloudlet-maintd", version, about, long_about = None)]
+#[command(
+    name = "cloudlet-maintd",
+    version,
+    about,
+    long_about = "Puts MobiledgeX/EdgeXR cloudlets into maintenance ahead of declared windows, restores them afterwards, and verifies both.\n\n\
+Windows are TOML files in windows.d (see /usr/share/doc/cloudlet-maintd/README.md). The daemon (`run`) enters each cloudlet early enough that the controller's handshake (AutoProv failover, then the CRM) has finished when the window opens, restores Normal Operation when it closes, never restores a cloudlet it did not put into maintenance itself, and shows everything on a loopback status endpoint (default http://127.0.0.1:7647/).",
+    after_long_help = "FILES:\n  /etc/cloudlet-maintd/maintd.toml   configuration (every key has a default)\n  /etc/cloudlet-maintd/windows.d/    window files (*.toml, name order)\n  /var/lib/cloudlet-maintd/journal.json   ownership and handshake history\n\n\
+SIGNALS:\n  SIGHUP reloads windows.d (also reloaded on file changes); SIGTERM/SIGINT stop after in-flight handshakes (shutdown_grace).\n\n\
+EXIT STATUS:\n  0 success; 1 invalid input, a controller-side failure, or (status) active alerts; 2 usage or configuration errors."
+)]
 pub struct Cli {
     /// Daemon config file. A missing file at the default path means built-in defaults.
     #[arg(long, global = true, value_name = "FILE")]
@@ -41,6 +50,9 @@ pub enum Command {
     Run(RunArgs),
     /// A compact table from a running daemon's status endpoint; exit 1 when it has alerts.
     Status(StatusArgs),
+    /// Print the manual page (roff) to stdout.
+    #[command(hide = true)]
+    Man,
     /// Show the whole product on this machine: an embedded controller simulator, demo windows
     /// starting within minutes, and the daemon with its status endpoint.
     #[cfg(feature = "demo")]

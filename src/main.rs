@@ -37,6 +37,7 @@ fn main() -> ExitCode {
         Command::Plan(args) => commands::plan::run(&config, args),
         Command::Run(args) => commands::run::run(&config, args),
         Command::Status(args) => commands::status::run(&config, args),
+        Command::Man => commands::man(),
         #[cfg(feature = "demo")]
         Command::Demo(args) => commands::demo::run(&config, args),
         Command::Cloudlet(args) => match tokio::runtime::Runtime::new() {

@@ -59,3 +59,18 @@ pub fn init_logging(default_filter: &str, format: LogFormat) {
             .try_init(),
     };
 }
+
+/// `man`: the manual page, generated from the command-line definitions (so it cannot drift).
+pub fn man() -> i32 {
+    use clap::CommandFactory;
+    let page = clap_mangen::Man::new(crate::cli::Cli::command()).section("8");
+    let mut out = Vec::new();
+    if page.render(&mut out).is_err() {
+        return EXIT_FAILED;
+    }
+    use std::io::Write;
+    match std::io::stdout().write_all(&out) {
+        Ok(()) => EXIT_OK,
+        Err(_) => EXIT_FAILED,
+    }
+}

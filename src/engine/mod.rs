@@ -858,6 +858,11 @@ where
     }
 
     /// The earliest enter/exit edge ahead: (cloudlet, "enter"/"exit", when, zone).
+    ///
+    /// A cloudlet's spans are sorted and never overlap, and a span's `enter_at` is never before
+    /// the previous span's end (the planner merges gaps shorter than a lead), so its edges are
+    /// in order: its next edge is on its first span that has not ended. (This runs on every
+    /// wake of the loop, twice: a scan of every span made the simulation crawl.)
     fn next_edge(
         &self,
         now: Timestamp,
@@ -865,19 +870,28 @@ where
         self.plan
             .cloudlets
             .iter()
-            .flat_map(|(c, spans)| {
-                spans
-                    .iter()
-                    .flat_map(move |s| [(c, "enter", s.enter_at, s), (c, "exit", s.end, s)])
+            .filter_map(|(c, spans)| {
+                let s = spans.get(spans.partition_point(|s| s.end <= now))?;
+                Some(if s.enter_at > now {
+                    (c, "enter", s.enter_at, s)
+                } else {
+                    (c, "exit", s.end, s)
+                })
             })
-            .filter(|(_, _, t, _)| *t > now)
             .min_by_key(|(_, _, t, _)| *t)
             .map(|(c, a, t, s)| (c.clone(), a, t, s.timezone.clone()))
     }
 
     fn build_status(&self) -> StatusSnapshot {
         let now = self.ctx.clock.now();
-        let journal = self.ctx.journal.snapshot();
+        // Only what the views need, not a clone of the whole journal (built on every wake).
+        let journal: HashMap<String, (bool, Option<crate::journal::HandshakeKind>)> =
+            self.ctx.journal.read(|j| {
+                j.cloudlets
+                    .iter()
+                    .map(|(k, r)| (k.clone(), (r.owned, r.in_flight.map(|f| f.kind))))
+                    .collect()
+            });
         let mut views = Vec::with_capacity(self.cloudlets.len());
         let mut alerts = Vec::new();
         let mut counts = Counts {
@@ -904,7 +918,7 @@ where
             });
         }
         for (c, rt) in &self.cloudlets {
-            let record = journal.record(c);
+            let record = journal.get(&crate::journal::Journal::key(c));
             let spans = self.spans_of(c);
             let current = spans.iter().find(|s| s.wants_maintenance(now));
             let next = spans.iter().find(|s| s.enter_at > now);
@@ -912,7 +926,7 @@ where
                 .observed
                 .as_ref()
                 .is_some_and(|o| o.state == MaintenanceState::UnderMaintenance);
-            let owned = record.is_some_and(|r| r.owned);
+            let owned = record.is_some_and(|r| r.0);
             let external = in_maint && !owned;
             if in_maint {
                 counts.in_maintenance += 1;
@@ -963,9 +977,7 @@ where
                     })
                 ),
                 busy,
-                in_flight: record
-                    .and_then(|r| r.in_flight.as_ref())
-                    .map(|f| f.kind.to_string()),
+                in_flight: record.and_then(|r| r.1).map(|kind| kind.to_string()),
                 decision: rt.decision.as_ref().map(decision_label),
                 current_span: current.map(Span::to_json),
                 next_span: next.map(Span::to_json),

@@ -173,10 +173,15 @@ async fn run_inner<C: Controller, K: Clock>(
     let current = job.span.as_ref().map(span_id);
     let state = observed.state;
     let assume = job.assume_ownership;
-    let ownership = ctx
-        .journal
-        .commit(|j| {
-            let r = j.record_mut(c);
+    // Worked out on a copy, and committed only if it changes something: this runs on every
+    // look (every poll and verify), and an unchanged journal needs no write and no fsync.
+    let before = ctx.journal.read(|j| j.record(c).cloned());
+    let mut record = before
+        .clone()
+        .unwrap_or_else(|| crate::journal::CloudletRecord::new(c));
+    let ownership = {
+        let r = &mut record;
+        {
             // A request recorded as in flight by an earlier run is over or running server-side;
             // what matters now is the state we just read.
             r.in_flight = None;
@@ -213,8 +218,13 @@ async fn run_inner<C: Controller, K: Clock>(
                 entered_for: r.entered_for,
                 released_by_hand: r.released_by_hand,
             }
-        })
-        .await?;
+        }
+    };
+    if before.as_ref() != Some(&record) {
+        ctx.journal
+            .commit(|j| *j.record_mut(c) = record)
+            .await?;
+    }
 
     // 3. Decide.
     let decision = decide(&Situation {
