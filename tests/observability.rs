@@ -117,8 +117,13 @@ async fn start(user: &str, password: &str, open_in: i64) -> Daemon {
     let shutdown = CancellationToken::new();
     let s = shutdown.clone();
     let task = tokio::spawn(async move {
-        let _ = cloudlet_maintd::commands::run::run_with(cfg, Arc::new(client), Arc::new(NoLifecycle), s)
-            .await;
+        let _ = cloudlet_maintd::commands::run::run_with(
+            cfg,
+            Arc::new(client),
+            Arc::new(NoLifecycle),
+            s,
+        )
+        .await;
     });
     let d = Daemon {
         url: format!("http://127.0.0.1:{port}"),
@@ -147,7 +152,11 @@ async fn status(d: &Daemon) -> Option<StatusSnapshot> {
 }
 
 /// Polls `/v1/status` until `cond` holds.
-async fn wait_for(d: &Daemon, what: &str, cond: impl Fn(&StatusSnapshot) -> bool) -> StatusSnapshot {
+async fn wait_for(
+    d: &Daemon,
+    what: &str,
+    cond: impl Fn(&StatusSnapshot) -> bool,
+) -> StatusSnapshot {
     let until = tokio::time::Instant::now() + DEADLINE;
     loop {
         if let Some(s) = status(d).await
@@ -210,7 +219,11 @@ async fn metrics_pass_promtool_and_count_handshakes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plan_and_windows_routes_answer() {
     let d = start("admin", "admin-pw", 60).await;
-    let plan: Vec<SpanJson> = get(&format!("{}/v1/plan", d.url)).await.json().await.unwrap();
+    let plan: Vec<SpanJson> = get(&format!("{}/v1/plan", d.url))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(plan.len(), 2, "{plan:?}");
     assert_eq!(plan[0].cloudlet, "TDG/obs-1");
     assert_eq!(plan[0].windows, ["obs-now"]);
@@ -230,10 +243,17 @@ async fn plan_and_windows_routes_answer() {
     assert!(none.is_empty(), "{none:?}");
     let bad = get(&format!("{}/v1/plan?from=soonish", d.url)).await;
     assert_eq!(bad.status(), 400);
-    let files: serde_json::Value = get(&format!("{}/v1/windows", d.url)).await.json().await.unwrap();
+    let files: serde_json::Value = get(&format!("{}/v1/windows", d.url))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(files[0]["status"], "ok");
     assert_eq!(files[0]["stale"], false);
-    assert_eq!(files[0]["windows"], serde_json::json!(["obs-now", "obs-later"]));
+    assert_eq!(
+        files[0]["windows"],
+        serde_json::json!(["obs-now", "obs-later"])
+    );
     d.stop().await;
 }
 
@@ -290,7 +310,13 @@ async fn timeline_page_renders_in_chromium() {
 
 fn status_cli(url: &str) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_cloudlet-maintd"))
-        .args(["--config", "/nonexistent-on-purpose.toml", "status", "--url", url])
+        .args([
+            "--config",
+            "/nonexistent-on-purpose.toml",
+            "status",
+            "--url",
+            url,
+        ])
         .output()
         .unwrap()
 }
@@ -314,13 +340,19 @@ async fn status_command_exit_codes() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{text}");
-    assert!(text.contains("TDG/obs-1") && text.contains("NormalOperation"), "{text}");
+    assert!(
+        text.contains("TDG/obs-1") && text.contains("NormalOperation"),
+        "{text}"
+    );
     assert!(text.contains("enter "), "{text}");
     d.stop().await;
 
     // A daemon whose user may not update: the forbidden alert makes `status` exit 1.
     let v = start("viewer", "viewer-pw", 2).await;
-    wait_for(&v, "the forbidden alert", |s| s.alerts.iter().any(|a| a.kind == "forbidden")).await;
+    wait_for(&v, "the forbidden alert", |s| {
+        s.alerts.iter().any(|a| a.kind == "forbidden")
+    })
+    .await;
     let out = Command::new(env!("CARGO_BIN_EXE_cloudlet-maintd"))
         .arg("--config")
         .arg(&cfg)
@@ -328,7 +360,12 @@ async fn status_command_exit_codes() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(1), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(text.contains("ALERT forbidden"), "{text}");
     assert!(text.contains("OperatorManager"), "{text}");
     assert!(!text.contains("viewer-pw"), "{text}");
@@ -337,4 +374,64 @@ async fn status_command_exit_codes() {
     // Nothing listening: exit 2.
     let out = status_cli("http://127.0.0.1:9");
     assert_eq!(out.status.code(), Some(2));
+}
+
+/// The README's first command, shortened: `demo` starts the simulator and the daemon, serves
+/// the status endpoint and the timeline, and stops cleanly when its time is up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_starts_serves_and_stops() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_cloudlet-maintd"))
+        .args([
+            "demo",
+            "--for",
+            "20s",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--dir",
+        ])
+        .arg(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    let until = tokio::time::Instant::now() + DEADLINE;
+    let status: StatusSnapshot = loop {
+        if let Ok(r) = reqwest::Client::new()
+            .get(format!("{url}/v1/status"))
+            .send()
+            .await
+            && let Ok(s) = r.json::<StatusSnapshot>().await
+            && s.cloudlets.len() == 6
+            && s.cloudlets.iter().all(|c| c.observed.is_some())
+        {
+            break s;
+        }
+        assert!(
+            tokio::time::Instant::now() < until,
+            "demo never served its status"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(status.counts.files, 4);
+    assert!(status.alerts.is_empty(), "{:?}", status.alerts);
+    let page = get(&format!("{url}/")).await.text().await.unwrap();
+    assert!(page.contains("data-cloudlet=\"TDG/berlin-1\""));
+    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("demo did not stop after --for")
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("cloudlet-maintd demo"), "{text}");
+    assert!(text.contains("demo files kept in"), "{text}");
+    assert!(dir.path().join("windows.d/10-berlin.toml").exists());
 }
