@@ -270,7 +270,8 @@ struct HandshakeRecord {
 #[derive(Debug, Default)]
 struct CloudletRt {
     observed: Option<Observed>,
-    observed_at: Option<Timestamp>,
+    /// When `observed` was read, as shown in status.
+    observed_at: Option<String>,
     decision: Option<Decision>,
     /// Explicit next look (poll, retry, verify), besides the plan's edges.
     check_at: Option<Timestamp>,
@@ -279,11 +280,16 @@ struct CloudletRt {
     last_error: Option<String>,
     /// The span (by start) that was entered late.
     late_span: Option<Timestamp>,
-    history: VecDeque<HandshakeRecord>,
+    /// Recent handshakes, newest last, already in their status form (formatted once: the
+    /// status is rebuilt on every wake of the loop).
+    history: VecDeque<HandshakeView>,
     /// Alert raised for this cloudlet: (kind, message, since).
     alert: Option<(String, String, Timestamp)>,
     /// Its key in `due`.
     due_at: Option<Timestamp>,
+    /// When the last worker for it started: plan edges after this instant still need a look,
+    /// also those that passed while a worker was busy with it.
+    looked_at: Option<Timestamp>,
 }
 
 /// Shared, read-only context of workers.
@@ -306,6 +312,12 @@ struct Engine<C, K, L> {
     last_reload: Option<ReloadInfo>,
     plan: Plan,
     plan_until: Timestamp,
+    /// Status form of the plan's spans, formatted on first display (cleared by `replan`).
+    /// With the span's `enter_at` and `end` in the form of `next_action_at`.
+    #[allow(clippy::type_complexity)]
+    span_json: std::cell::RefCell<
+        HashMap<(CloudletRef, Timestamp), (crate::plan::SpanJson, String, String)>,
+    >,
     plan_dirty: bool,
     leads: LearnedLeads,
     cloudlets: BTreeMap<CloudletRef, CloudletRt>,
@@ -380,6 +392,7 @@ where
             last_reload: None,
             plan: Plan::default(),
             plan_until: now,
+            span_json: Default::default(),
             plan_dirty: true,
             leads,
             cloudlets: BTreeMap::new(),
@@ -554,6 +567,7 @@ where
         let from = minus(now, SignedDuration::from_hours(1));
         let until = plus_std(now, self.settings().horizon);
         self.plan = plan(self.catalog.windows(), &self.leads, from, until);
+        self.span_json.get_mut().clear();
         self.plan_until = until;
         self.plan_dirty = false;
         if let Some(tx) = &self.plan_tx
@@ -601,13 +615,61 @@ where
         self.status_dirty = true;
     }
 
+    /// [`Span::to_json`], cached until the next replan.
+    fn span_json(&self, s: &Span) -> crate::plan::SpanJson {
+        self.span_json
+            .borrow_mut()
+            .entry((s.cloudlet.clone(), s.start))
+            .or_insert_with(|| (s.to_json(), s.enter_at.to_string(), s.end.to_string()))
+            .0
+            .clone()
+    }
+
+    /// `t` (the span's `enter_at` or `end`) as status shows it, cached with the span.
+    fn span_edge_text(&self, s: &Span, t: Timestamp) -> String {
+        let mut cache = self.span_json.borrow_mut();
+        let entry = cache
+            .entry((s.cloudlet.clone(), s.start))
+            .or_insert_with(|| (s.to_json(), s.enter_at.to_string(), s.end.to_string()));
+        if t == s.end {
+            entry.2.clone()
+        } else {
+            entry.1.clone()
+        }
+    }
+
     fn spans_of(&self, c: &CloudletRef) -> &[Span] {
         self.plan.cloudlets.get(c).map(Vec::as_slice).unwrap_or(&[])
     }
 
     /// The span that wants maintenance at `now`, if any.
+    ///
+    /// That is the span whose `[enter_at, end)` holds `now`, or else the span the daemon has
+    /// already entered this cloudlet for (journal `entered_for`) until its end: a fast enter
+    /// shortens the learned lead, and the replan that follows moves that span's `enter_at`
+    /// after `now`; the cloudlet must not be taken out and entered again minutes later.
     fn current_span(&self, c: &CloudletRef, now: Timestamp) -> Option<&Span> {
-        self.spans_of(c).iter().find(|s| s.wants_maintenance(now))
+        self.current_span_given(c, now, || {
+            self.ctx
+                .journal
+                .read(|j| j.record(c).and_then(|r| r.entered_for))
+        })
+    }
+
+    /// [`Engine::current_span`] with the journal's `entered_for` supplied.
+    fn current_span_given(
+        &self,
+        c: &CloudletRef,
+        now: Timestamp,
+        entered_for: impl FnOnce() -> Option<crate::journal::SpanId>,
+    ) -> Option<&Span> {
+        let spans = self.spans_of(c);
+        spans.iter().find(|s| s.wants_maintenance(now)).or_else(|| {
+            let entered = entered_for()?;
+            spans
+                .iter()
+                .find(|s| crate::journal::SpanId::of(s) == entered && now < s.end)
+        })
     }
 
     /// Computes when `c` next needs a look and files it in `due`.
@@ -616,11 +678,15 @@ where
             None
         } else {
             let rt = self.cloudlets.get(c);
+            // Edges since the last look, not only those ahead: an edge that passed while a
+            // worker was busy with this cloudlet (an exit still running when the next span's
+            // enter_at came), or that a replan moved into the past, is due now.
+            let after = rt.and_then(|r| r.looked_at).map_or(now, |t| t.min(now));
             let edge = self
                 .spans_of(c)
                 .iter()
                 .flat_map(|s| [s.enter_at, s.start, s.end])
-                .filter(|t| *t > now)
+                .filter(|t| *t > after)
                 .min();
             let explicit = rt.and_then(|r| r.check_at);
             [edge, explicit].into_iter().flatten().min()
@@ -658,6 +724,7 @@ where
                     self.due.remove(&(old, c.clone()));
                 }
                 rt.check_at = None;
+                rt.looked_at = Some(now);
             }
             let job = self.job_for(&c, now);
             self.busy.insert(c.clone());
@@ -684,9 +751,11 @@ where
             .map(|(o, _)| o.to_string())
             .unwrap_or_default();
         let cap = self.settings().max_concurrent_per_org.max(1);
+        // Per organization, whatever the region: an organization is one operator (one set of
+        // people and apps to fail over) across all the regions it has cloudlets in.
         Arc::clone(
             self.per_org
-                .entry(format!("{}:{org}", c.region))
+                .entry(org)
                 .or_insert_with(|| Arc::new(Semaphore::new(cap))),
         )
     }
@@ -750,7 +819,7 @@ where
         let rt = self.cloudlets.entry(r.cloudlet.clone()).or_default();
         if let Some(o) = r.observed {
             rt.observed = Some(o);
-            rt.observed_at = Some(now);
+            rt.observed_at = Some(now.to_string());
         }
         if let Some(d) = r.decision {
             rt.decision = Some(d);
@@ -762,7 +831,17 @@ where
         }
         let this_handshake_ok = r.handshake.as_ref().is_some_and(|h| h.ok);
         if let Some(h) = r.handshake {
-            rt.history.push_back(h);
+            rt.history.push_back(HandshakeView {
+                kind: serde_json::to_value(h.kind)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_else(|| h.kind.to_string()),
+                started_at: h.started_at.to_string(),
+                duration_ms: u64::try_from(h.duration.as_millis()).unwrap_or(u64::MAX),
+                ok: h.ok,
+                observed: h.observed.map(|s| s.to_string()),
+                error: h.error,
+            });
             while rt.history.len() > cap {
                 rt.history.pop_front();
             }
@@ -783,7 +862,9 @@ where
         // ending does not mean a person fixed the role.
         let sticky = matches!(previous_alert.as_deref(), Some("forbidden" | "not_found"));
         let new_alert = match r.alert {
-            None if sticky && !this_handshake_ok => rt.alert.as_ref().map(|a| (a.0.clone(), a.1.clone())),
+            None if sticky && !this_handshake_ok => {
+                rt.alert.as_ref().map(|a| (a.0.clone(), a.1.clone()))
+            }
             other => other,
         };
         rt.alert = new_alert.map(|(kind, msg)| {
@@ -885,13 +966,25 @@ where
     fn build_status(&self) -> StatusSnapshot {
         let now = self.ctx.clock.now();
         // Only what the views need, not a clone of the whole journal (built on every wake).
-        let journal: HashMap<String, (bool, Option<crate::journal::HandshakeKind>)> =
-            self.ctx.journal.read(|j| {
-                j.cloudlets
-                    .iter()
-                    .map(|(k, r)| (k.clone(), (r.owned, r.in_flight.map(|f| f.kind))))
-                    .collect()
-            });
+        #[allow(clippy::type_complexity)]
+        let journal: HashMap<
+            String,
+            (
+                bool,
+                Option<crate::journal::HandshakeKind>,
+                Option<crate::journal::SpanId>,
+            ),
+        > = self.ctx.journal.read(|j| {
+            j.cloudlets
+                .iter()
+                .map(|(k, r)| {
+                    (
+                        k.clone(),
+                        (r.owned, r.in_flight.map(|f| f.kind), r.entered_for),
+                    )
+                })
+                .collect()
+        });
         let mut views = Vec::with_capacity(self.cloudlets.len());
         let mut alerts = Vec::new();
         let mut counts = Counts {
@@ -920,8 +1013,10 @@ where
         for (c, rt) in &self.cloudlets {
             let record = journal.get(&crate::journal::Journal::key(c));
             let spans = self.spans_of(c);
-            let current = spans.iter().find(|s| s.wants_maintenance(now));
-            let next = spans.iter().find(|s| s.enter_at > now);
+            let current = self.current_span_given(c, now, || record.and_then(|r| r.2));
+            let next = spans
+                .iter()
+                .find(|s| s.enter_at > now && current.is_none_or(|cur| cur.start != s.start));
             let in_maint = rt
                 .observed
                 .as_ref()
@@ -942,9 +1037,9 @@ where
                 counts.busy += 1;
             }
             let (next_action, next_action_at) = match (current, next) {
-                (Some(s), _) => ("exit", Some(s.end)),
-                (None, Some(s)) => ("enter", Some(s.enter_at)),
-                (None, None) if owned => ("exit", Some(now)),
+                (Some(s), _) => ("exit", Some(self.span_edge_text(s, s.end))),
+                (None, Some(s)) => ("enter", Some(self.span_edge_text(s, s.enter_at))),
+                (None, None) if owned => ("exit", Some(now.to_string())),
                 (None, None) => ("none", None),
             };
             let lead_span = current.or(next);
@@ -961,7 +1056,7 @@ where
                 region: c.region.clone(),
                 cloudlet: c.cloudlet.clone(),
                 observed: rt.observed.as_ref().map(|o| o.state.to_string()),
-                observed_at: rt.observed_at.map(|t| t.to_string()),
+                observed_at: rt.observed_at.clone(),
                 update_error: rt.observed.as_ref().is_some_and(|o| o.update_error),
                 desired: if current.is_some() {
                     "maintenance".into()
@@ -979,28 +1074,13 @@ where
                 busy,
                 in_flight: record.and_then(|r| r.1).map(|kind| kind.to_string()),
                 decision: rt.decision.as_ref().map(decision_label),
-                current_span: current.map(Span::to_json),
-                next_span: next.map(Span::to_json),
+                current_span: current.map(|s| self.span_json(s)),
+                next_span: next.map(|s| self.span_json(s)),
                 next_action: Some(next_action.to_string()),
-                next_action_at: next_action_at.map(|t| t.to_string()),
+                next_action_at,
                 lead_seconds: lead_span.map(|s| s.lead.duration.as_secs()),
                 lead_source: lead_span.map(|s| s.lead.source.to_string()),
-                last_handshakes: rt
-                    .history
-                    .iter()
-                    .rev()
-                    .map(|h| HandshakeView {
-                        kind: serde_json::to_value(h.kind)
-                            .ok()
-                            .and_then(|v| v.as_str().map(str::to_string))
-                            .unwrap_or_else(|| h.kind.to_string()),
-                        started_at: h.started_at.to_string(),
-                        duration_ms: u64::try_from(h.duration.as_millis()).unwrap_or(u64::MAX),
-                        ok: h.ok,
-                        observed: h.observed.map(|s| s.to_string()),
-                        error: h.error.clone(),
-                    })
-                    .collect(),
+                last_handshakes: rt.history.iter().rev().cloned().collect(),
                 last_error: rt.last_error.clone(),
                 late: current.is_some_and(|s| rt.late_span == Some(s.start)),
                 alert: rt.alert.as_ref().map(|a| a.1.clone()),

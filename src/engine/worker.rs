@@ -113,6 +113,15 @@ fn alert_for_error(e: &WorkerError, job: &Job, now: Timestamp) -> Option<(String
     }
     match e {
         WorkerError::Journal(_) => Some(("journal_write_failed".into(), e.to_string())),
+        // A failed look at a cloudlet last seen in maintenance (a verify read hitting a 502)
+        // says nothing about it leaving maintenance: no alarm.
+        _ if job
+            .previous
+            .as_ref()
+            .is_some_and(|o| o.state == MaintenanceState::UnderMaintenance) =>
+        {
+            None
+        }
         _ => job.span.as_ref().and_then(|s| {
             (now >= s.start).then(|| {
                 (
@@ -202,9 +211,7 @@ async fn run_inner<C: Controller, K: Clock>(
                 MaintenanceState::UnderMaintenance if r.owned && current.is_some() => {
                     r.entered_for = current;
                 }
-                MaintenanceState::UnderMaintenance
-                    if assume && !r.owned && current.is_some() =>
-                {
+                MaintenanceState::UnderMaintenance if assume && !r.owned && current.is_some() => {
                     tracing::warn!(cloudlet = %c, "journal was lost: assuming this daemon put the cloudlet into maintenance for its current span");
                     r.owned = true;
                     r.assumed = true;
@@ -221,9 +228,7 @@ async fn run_inner<C: Controller, K: Clock>(
         }
     };
     if before.as_ref() != Some(&record) {
-        ctx.journal
-            .commit(|j| *j.record_mut(c) = record)
-            .await?;
+        ctx.journal.commit(|j| *j.record_mut(c) = record).await?;
     }
 
     // 3. Decide.
@@ -337,8 +342,11 @@ async fn run_inner<C: Controller, K: Clock>(
             let failures = ctx
                 .journal
                 .read(|j| j.record(c).map(|r| r.restore_failures).unwrap_or(0));
-            let restoring = !then_enter;
-            if restoring && failures >= settings.restore_attempts {
+            // Every NormalOperation request counts here: the recovery of a stuck state during
+            // a span as much as the restore after one. A CRM that missed one request misses
+            // every retry until it is restarted (protocol §2), so in both cases the daemon must
+            // stop after a few and say so, not retry every few minutes for ever in silence.
+            if failures >= settings.restore_attempts {
                 // Stop hammering: only watch, and say loudly what a person must do.
                 report.next_check = Some(plus_std(now, settings.retry_max));
                 report.alert = Some((
@@ -391,7 +399,15 @@ async fn run_inner<C: Controller, K: Clock>(
                 let still_running = after
                     .as_ref()
                     .is_some_and(|o| !o.update_error && o.state.is_intermediate());
-                let failures = if restoring {
+                // Only a CRM that did not acknowledge counts towards giving up (protocol §2: it
+                // then ignores every retry until restarted). A 502, a broken connection or a
+                // request refused as in progress says nothing about the CRM: back off and try
+                // again, or a burst of 502s would stop restores for good.
+                let crm_missed = matches!(&result, Err(ClientError::ControllerTimeout(_)));
+                let failures = if !crm_missed {
+                    ctx.journal
+                        .read(|j| j.record(c).map(|r| r.restore_failures).unwrap_or(0))
+                } else {
                     ctx.journal
                         .commit(|j| {
                             let r = j.record_mut(c);
@@ -399,25 +415,28 @@ async fn run_inner<C: Controller, K: Clock>(
                             r.restore_failures
                         })
                         .await?
-                } else {
-                    0
                 };
                 report.next_check = Some(if still_running {
                     plus_std(now, settings.poll_interval)
                 } else {
                     plus_std(now, job.backoff)
                 });
-                if restoring && failures >= settings.restore_attempts {
+                if failures >= settings.restore_attempts {
                     let state = after.as_ref().map(|o| o.state).unwrap_or(state);
                     report.alert = Some((
                         "restore_failing".into(),
                         restore_help(c, &key, state, failures),
                     ));
-                } else if restoring {
+                } else {
                     report.alert = Some((
                         "restore_overdue".into(),
                         format!(
-                            "{c} could not be restored yet (attempt {failures} of {}): {}",
+                            "{c} could not be {} yet ({failures} of {} attempts missed by the CRM): {}",
+                            if then_enter {
+                                "recovered from a stuck state (to enter maintenance again)"
+                            } else {
+                                "restored"
+                            },
                             settings.restore_attempts,
                             result.as_ref().err().map(|e| e.to_string()).unwrap_or_else(
                                 || format!(
