@@ -673,6 +673,9 @@ struct Shared {
     /// gone, waiting ends with an error instead of hanging.
     flushed: watch::Receiver<Flushed>,
     store: Arc<JournalStore>,
+    /// Set by [`JournalHandle::spawn_inline`]: commits write themselves and publish here (there
+    /// is no flusher task).
+    inline: Option<watch::Sender<Flushed>>,
 }
 
 struct State {
@@ -711,12 +714,14 @@ impl JournalHandle {
         JournalHandle::spawn_with(store, initial, false)
     }
 
-    /// [`JournalHandle::spawn`] for deterministic simulations: the flusher writes on the
-    /// runtime's own thread instead of the blocking pool. On a paused current-thread runtime a
-    /// blocking-pool thread finishing at some wall-clock moment would make the order in which
-    /// tasks run (and so the whole simulated run) depend on real time; an inline write keeps
-    /// it a function of the seed. Never use it in the daemon: a slow disk would stall the
-    /// runtime.
+    /// [`JournalHandle::spawn`] for deterministic simulations: no group commit and no flusher
+    /// task; every [`commit`](JournalHandle::commit) writes the journal itself, synchronously,
+    /// on the caller's thread, before it returns. On a paused current-thread runtime a
+    /// blocking-pool write finishing at some wall-clock moment, or the wake-up order of the
+    /// committers waiting for a shared write (tokio's `watch` wakes its receivers in a random
+    /// order), would make the order in which tasks run, and so the whole simulated run, depend
+    /// on something else than the seed. Never use it in the daemon: every commit blocks the
+    /// runtime for a write and an fsync.
     pub fn spawn_inline(store: JournalStore, initial: Journal) -> JournalHandle {
         JournalHandle::spawn_with(store, initial, true)
     }
@@ -725,6 +730,11 @@ impl JournalHandle {
         let store = Arc::new(store);
         let wake = Arc::new(Notify::new());
         let (tx, rx) = watch::channel(Flushed::default());
+        let (inline_tx, tx) = if inline {
+            (Some(tx), None)
+        } else {
+            (None, Some(tx))
+        };
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 journal: initial,
@@ -733,15 +743,19 @@ impl JournalHandle {
             wake: Arc::clone(&wake),
             flushed: rx,
             store: Arc::clone(&store),
+            inline: inline_tx,
         });
-        tokio::spawn(flusher(Arc::downgrade(&shared), wake, store, tx, inline));
+        if let Some(tx) = tx {
+            tokio::spawn(flusher(Arc::downgrade(&shared), wake, store, tx));
+        }
         JournalHandle { shared }
     }
 
-    /// A future that completes once the flusher task has ended, i.e. once every handle is gone
-    /// and no write is in progress or will start. For crash simulations: before the state
-    /// directory is opened again, the previous "process" must not be able to write any more.
-    /// Take it before dropping the last handle.
+    /// A future that completes once the flusher task has ended (with
+    /// [`spawn_inline`](JournalHandle::spawn_inline): once every handle is gone), i.e. once no
+    /// write is in progress or will start. For crash simulations: before the state directory is
+    /// opened again, the previous "process" must not be able to write any more. Take it before
+    /// dropping the last handle.
     pub fn writer_stopped(&self) -> impl Future<Output = ()> + Send + 'static {
         let mut rx = self.shared.flushed.clone();
         async move { while rx.changed().await.is_ok() {} }
@@ -756,6 +770,26 @@ impl JournalHandle {
         &self,
         change: impl FnOnce(&mut Journal) -> R,
     ) -> Result<R, JournalError> {
+        if let Some(tx) = &self.shared.inline {
+            // Simulation mode: write now, under the lock (so that writes never go back in time).
+            let mut state = self.shared.lock();
+            let result = change(&mut state.journal);
+            state.generation += 1;
+            let generation = state.generation;
+            return match self.shared.store.write(&state.journal) {
+                Ok(()) => {
+                    tx.send_replace(Flushed {
+                        durable: generation,
+                        failed: None,
+                    });
+                    Ok(result)
+                }
+                Err(error) => {
+                    tx.send_modify(|f| f.failed = Some((generation, error.clone())));
+                    Err(error)
+                }
+            };
+        }
         let (result, generation) = {
             let mut state = self.shared.lock();
             let result = change(&mut state.journal);
@@ -829,7 +863,6 @@ async fn flusher(
     wake: Arc<Notify>,
     store: Arc<JournalStore>,
     tx: watch::Sender<Flushed>,
-    inline: bool,
 ) {
     let mut durable = 0u64;
     loop {
@@ -845,16 +878,12 @@ async fn flusher(
             (state.journal.clone(), state.generation)
         };
         let writer = Arc::clone(&store);
-        let result = if inline {
-            writer.write(&journal)
-        } else {
-            match tokio::task::spawn_blocking(move || writer.write(&journal)).await {
-                Ok(result) => result,
-                Err(join) => Err(JournalError::Stopped {
-                    path: store.path(),
-                    why: format!("journal write task failed: {join}"),
-                }),
-            }
+        let result = match tokio::task::spawn_blocking(move || writer.write(&journal)).await {
+            Ok(result) => result,
+            Err(join) => Err(JournalError::Stopped {
+                path: store.path(),
+                why: format!("journal write task failed: {join}"),
+            }),
         };
         match result {
             Ok(()) => {
@@ -1305,5 +1334,31 @@ mod tests {
         handle.flush().await.unwrap();
         assert_eq!(handle.writes(), 1);
         assert_eq!(handle.snapshot(), read_journal(dir.path()).unwrap());
+    }
+
+    /// The simulation mode: each commit is on disk when it returns, and the "writer" is gone
+    /// once the last handle is (what a crash simulation waits for before reopening).
+    #[tokio::test]
+    async fn inline_commits_are_written_before_they_return() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, initial, _) = open(dir.path());
+        let handle = JournalHandle::spawn_inline(store, initial);
+        let stopped = handle.writer_stopped();
+        for i in 0..3 {
+            handle
+                .commit(|j| j.record_mut(&cref(i)).owned = true)
+                .await
+                .unwrap();
+            assert_eq!(handle.writes(), i as u64 + 1);
+            assert_eq!(handle.snapshot(), read_journal(dir.path()).unwrap());
+        }
+        handle.flush().await.unwrap();
+        assert_eq!(handle.writes(), 3);
+        let clone = handle.clone();
+        drop(handle);
+        drop(clone);
+        tokio::time::timeout(std::time::Duration::from_secs(5), stopped)
+            .await
+            .expect("the writer stops with the last handle");
     }
 }

@@ -501,8 +501,10 @@ async fn handshake<C: Controller, K: Clock>(
     entering_for: Option<crate::journal::SpanId>,
     report: &mut WorkerReport,
 ) -> Result<(Result<Duration, ClientError>, Option<Observed>), WorkerError> {
-    let _global = ctx.global.acquire().await;
+    // The organization's permit first: a worker waiting for its organization must not sit on
+    // a global permit meanwhile, or one busy organization would hold up all the others.
     let _org = org.acquire().await;
+    let _global = ctx.global.acquire().await;
     let entering = target != MaintenanceTarget::Normal;
     let sent_at = ctx.clock.now();
     // The journal first (property 5): a crash from here on is read back on the next start.
