@@ -2,7 +2,8 @@
 //! it).
 //!
 //! One seed is one run: a current-thread tokio runtime with its clock paused, the **real
-//! engine** (`cloudlet_maintd::engine::spawn_with_hooks`) with a [`VirtualClock`], real window
+//! engine** (`cloudlet_maintd::engine::spawn_with_hooks`) with a
+//! [`VirtualClock`](cloudlet_maintd::engine::VirtualClock), real window
 //! files and a real journal in a temporary directory, and mc-sim's controller in process behind
 //! the daemon's [`Controller`](cloudlet_maintd::controller::Controller) trait ([`adapter`]).
 //! The driver advances simulated time in one-minute steps (a `tokio::time::sleep` in the
@@ -19,10 +20,20 @@
 //! breach ends the run with the seed, the simulated time, the property, an excerpt of the
 //! history of the cloudlet concerned and a one-line command that replays the run exactly.
 //!
-//! Determinism: every random choice comes from `StdRng`s seeded by the seed; the journal is
-//! written and `windows.d` scanned on the runtime thread (the engine's and journal's simulation
-//! hooks), so no blocking-pool thread finishing in real time can reorder tasks; the harness
-//! iterates only ordered maps. The same seed gives the same run (checked by a test).
+//! A crash is [`SimulationHooks::kill`](cloudlet_maintd::engine::SimulationHooks): the timer
+//! loop and every worker are dropped where they are (a request in flight is abandoned while the
+//! controller's sequence carries on), then a fresh engine is started from the state directory
+//! on disk, as a new process would be. A clean restart cancels the engine's shutdown token.
+//!
+//! Determinism: every random choice comes from `StdRng`s seeded by the seed; the journal
+//! writes on the committing task and `windows.d` is scanned on the runtime thread (the journal's
+//! and the engine's simulation hooks), so neither a blocking-pool thread finishing in real time
+//! nor tokio's randomized wake-up order of `watch` receivers can reorder tasks; the harness
+//! iterates only ordered maps; the runtime has no I/O driver. The same seed gives the same run
+//! (checked by a test), whatever the machine's load.
+//!
+//! [`run_world`] runs a hand-made world without injected events: the scenario tests in
+//! `tests/simulation.rs` pin down engine bugs the random runs found.
 
 pub mod adapter;
 pub mod checks;
