@@ -546,8 +546,7 @@ impl Run {
         let Some(d) = self.daemon.take() else {
             return Ok(());
         };
-        self.status = d.handle.status.borrow().clone();
-        self.add_engine_counts();
+        let status = d.handle.status.clone();
         if clean {
             d.shutdown.cancel();
         } else {
@@ -556,6 +555,25 @@ impl Run {
         }
         let result = d.join.await;
         d.writer_stopped.await;
+        // What this instance last published (at its shutdown, for a clean stop).
+        self.status = status.borrow().clone();
+        self.add_engine_counts();
+        // An instance started from a corrupt journal and stopped before the next check: its
+        // own last status must have said so (if it published one at all).
+        if std::mem::take(&mut self.check_corrupt_alert)
+            && !self.status.started_at.is_empty()
+            && !self
+                .status
+                .alerts
+                .iter()
+                .any(|a| a.kind == "journal_corrupt")
+        {
+            return Err(self.violation(
+                "P5 (corrupt journal reported)",
+                None,
+                "the daemon started from a corrupt journal but its status shows no journal_corrupt alert".into(),
+            ));
+        }
         let now = self.now();
         self.disturbed_at = now;
         match result {
