@@ -131,9 +131,15 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start(bin: &Path, d: &DaemonDir) -> Result<Daemon> {
+        Daemon::start_with_env(bin, d, &[])
+    }
+
+    /// [`Daemon::start`] with extra environment variables (diagnostic runs).
+    pub fn start_with_env(bin: &Path, d: &DaemonDir, env: &[(&str, &str)]) -> Result<Daemon> {
         let log = d.dir.path().join("daemon.log");
         let out = std::fs::File::create(&log)?;
         let child = Command::new(bin)
+            .envs(env.iter().copied())
             .arg("--config")
             .arg(&d.config)
             .arg("run")
@@ -187,6 +193,8 @@ impl Daemon {
         Ok(text
             .lines()
             .filter(|l| l.starts_with("cloudlet_maintd_cloudlets{"))
+            // Cloudlets not read yet are counted as state "Unknown".
+            .filter(|l| !l.contains("state=\"Unknown\""))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum::<f64>() as u64)
     }

@@ -61,16 +61,26 @@ struct ChildReport {
 }
 
 pub fn run(quick: bool) -> Result<()> {
-    let (n, ahead) = if quick { (2_000, 8) } else { (10_000, 20) };
+    // --quick: fewer edges, a 10 s spread, a shorter wait for lost edges, no enter-path row.
+    let (n, ahead, spread_secs, grace_secs) = if quick {
+        (2_000, 6, 10, 5)
+    } else {
+        (10_000, 20, 60, 30)
+    };
+    let sides: &[&str] = if quick {
+        &["ours", "tcs"]
+    } else {
+        &["ours", "ours-enter", "tcs"]
+    };
     println!("## firing: {n} edges through our timer loop and through tokio-cron-scheduler 0.15\n");
     println!("{}", crate::machine_line());
     println!(
-        "edges {ahead} s after the child starts; \"same\": all at one instant; \"spread\": evenly over 60 s. Each row is its own child process.\n"
+        "edges {ahead} s after the child starts; \"same\": all at one instant; \"spread\": evenly over {spread_secs} s; lost = not fired {grace_secs} s after the last edge. Each row is its own child process.\n"
     );
     let exe = std::env::current_exe()?;
     let mut reports = Vec::new();
     for pattern in ["same", "spread"] {
-        for side in ["ours", "ours-enter", "tcs"] {
+        for &side in sides {
             let started = Instant::now();
             let out = Command::new(&exe)
                 .args([
@@ -79,6 +89,8 @@ pub fn run(quick: bool) -> Result<()> {
                     pattern,
                     &n.to_string(),
                     &ahead.to_string(),
+                    &spread_secs.to_string(),
+                    &grace_secs.to_string(),
                 ])
                 .stdin(Stdio::null())
                 .stderr(Stdio::inherit())
@@ -173,9 +185,11 @@ pub fn run(quick: bool) -> Result<()> {
 
 /// `firing-child SIDE PATTERN N AHEAD_SECS`
 pub fn child(args: &[&str]) -> Result<()> {
-    let [side, pattern, n, ahead] = args else {
-        bail!("usage: firing-child SIDE PATTERN N AHEAD_SECS");
+    let [side, pattern, n, ahead, spread_secs, grace_secs] = args else {
+        bail!("usage: firing-child SIDE PATTERN N AHEAD_SECS SPREAD_SECS GRACE_SECS");
     };
+    let spread_ns: i64 = spread_secs.parse::<i64>()? * 1_000_000_000;
+    let grace = SignedDuration::from_secs(grace_secs.parse()?);
     let n: usize = n.parse()?;
     let ahead = Duration::from_secs(ahead.parse()?);
     // Whole milliseconds: window files carry civil times to the millisecond.
@@ -186,7 +200,7 @@ pub fn child(args: &[&str]) -> Result<()> {
     let edges: Vec<Timestamp> = (0..n)
         .map(|i| {
             if spread {
-                base + SignedDuration::from_nanos((i as i64) * 60_000_000_000 / n as i64)
+                base + SignedDuration::from_nanos((i as i64) * spread_ns / n as i64)
             } else {
                 base
             }
@@ -196,11 +210,11 @@ pub fn child(args: &[&str]) -> Result<()> {
         .enable_all()
         .build()?;
     let mut report = match *side {
-        "ours" => runtime.block_on(ours(false, Duration::ZERO, &edges))?,
-        "ours-enter" => runtime.block_on(ours(true, Duration::ZERO, &edges))?,
+        "ours" => runtime.block_on(ours(false, Duration::ZERO, &edges, grace))?,
+        "ours-enter" => runtime.block_on(ours(true, Duration::ZERO, &edges, grace))?,
         // Not part of the standard run: enters taking 400 ms under the default caps.
-        "ours-slow" => runtime.block_on(ours(true, Duration::from_millis(400), &edges))?,
-        "tcs" => runtime.block_on(tcs(&edges))?,
+        "ours-slow" => runtime.block_on(ours(true, Duration::from_millis(400), &edges, grace))?,
+        "tcs" => runtime.block_on(tcs(&edges, grace))?,
         other => bail!("unknown side {other}"),
     };
     drop(runtime);
@@ -290,7 +304,12 @@ impl Lifecycle for Planned {
     }
 }
 
-async fn ours(enter: bool, handshake: Duration, edges: &[Timestamp]) -> Result<ChildReport> {
+async fn ours(
+    enter: bool,
+    handshake: Duration,
+    edges: &[Timestamp],
+    grace: SignedDuration,
+) -> Result<ChildReport> {
     let n = edges.len();
     let dir = tempfile::tempdir()?;
     let windows = dir.path().join("windows.d");
@@ -358,8 +377,8 @@ async fn ours(enter: bool, handshake: Duration, edges: &[Timestamp]) -> Result<C
         .map_or(f64::NAN, |t| t.duration_since(spawned).as_secs_f64() * 1e3);
     let margin_ms = looks_done.map(|t| first.duration_since(t).as_secs_f64() * 1e3);
 
-    // Wait for every edge look (and send), or 30 s after the last edge.
-    let deadline = edges[n - 1] + SignedDuration::from_secs(30);
+    // Wait for every edge look (and send), or `grace` after the last edge.
+    let deadline = edges[n - 1] + grace;
     loop {
         let shows = stub
             .edge_show
@@ -406,7 +425,7 @@ async fn ours(enter: bool, handshake: Duration, edges: &[Timestamp]) -> Result<C
     })
 }
 
-async fn tcs(edges: &[Timestamp]) -> Result<ChildReport> {
+async fn tcs(edges: &[Timestamp], grace: SignedDuration) -> Result<ChildReport> {
     use tokio_cron_scheduler::{Job, JobScheduler};
     let n = edges.len();
     let fired: Arc<Vec<AtomicI64>> = Arc::new((0..n).map(|_| AtomicI64::new(0)).collect());
@@ -429,7 +448,7 @@ async fn tcs(edges: &[Timestamp]) -> Result<ChildReport> {
     }
     let register_ms = started.elapsed().as_secs_f64() * 1e3;
     sched.start().await?;
-    let deadline = edges[n - 1] + SignedDuration::from_secs(30);
+    let deadline = edges[n - 1] + grace;
     loop {
         let count = fired
             .iter()

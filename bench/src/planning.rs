@@ -31,14 +31,17 @@ use crate::stats::{
 use crate::windows_gen::{cloudlet_name, scenario, write_weekly};
 
 pub const CLOUDLETS: usize = 10_000;
+/// Cloudlets of a `--quick` run.
+pub const QUICK_CLOUDLETS: usize = 2_000;
 pub const ORGS: usize = 20;
 
 pub fn run(quick: bool) -> Result<()> {
     let reps = if quick { 3 } else { 7 };
-    println!("## planning: {CLOUDLETS} cloudlets, one weekly window each, plan 14 days\n");
+    let n = if quick { QUICK_CLOUDLETS } else { CLOUDLETS };
+    println!("## planning: {n} cloudlets, one weekly window each, plan 14 days\n");
     println!("{}", crate::machine_line());
     println!("median of {reps} runs each (after one warm-up run: files in the page cache)\n");
-    let names: Vec<(String, String)> = (0..CLOUDLETS).map(|i| cloudlet_name(i, ORGS)).collect();
+    let names: Vec<(String, String)> = (0..n).map(|i| cloudlet_name(i, ORGS)).collect();
     let cfg = Config::default();
     let worst = worst_case_from_config(&cfg);
     let mut t = Table::new(&[
@@ -54,7 +57,9 @@ pub fn run(quick: bool) -> Result<()> {
         "ratio to parse only",
         "reload, one file changed (load_dir with previous + plan)",
     ]);
-    let layouts: &[(&str, usize)] = &[("10,000 files × 1", CLOUDLETS), ("10 files × 1,000", 10)];
+    let one_each = format!("{n} files × 1");
+    let ten = format!("10 files × {}", n / 10);
+    let layouts: &[(&str, usize)] = &[(&one_each, n), (&ten, 10)];
     let mut ratios = Vec::new();
     for &(label, files) in layouts {
         let dir = tempfile::tempdir()?;
@@ -182,14 +187,27 @@ fn read_all(dir: &Path) -> Result<Vec<String>> {
         .collect()
 }
 
+/// A daemon run: label, number of files, extra environment.
+type Layout = (&'static str, usize, &'static [(&'static str, &'static str)]);
+
 /// The real daemon idling with 10,000 cloudlets: RSS and CPU.
 fn daemon_idle(quick: bool, names: &[(String, String)]) -> Result<()> {
     let bin = daemon_binary()?;
     let idle = Duration::from_secs(if quick { 10 } else { 60 });
-    let layouts: &[(&str, usize)] = if quick {
-        &[("10 files × 1,000", 10)]
+    // The last row is a diagnostic: the same daemon with glibc limited to two malloc arenas,
+    // to tell retained heap per thread arena from live data.
+    let layouts: &[Layout] = if quick {
+        &[("10 files", 10, &[])]
     } else {
-        &[("10 files × 1,000", 10), ("10,000 files × 1", CLOUDLETS)]
+        &[
+            ("10 files × 1,000", 10, &[]),
+            ("10,000 files × 1", CLOUDLETS, &[]),
+            (
+                "10 files × 1,000, MALLOC_ARENA_MAX=2 (diagnostic)",
+                10,
+                &[("MALLOC_ARENA_MAX", "2")],
+            ),
+        ]
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -200,11 +218,12 @@ fn daemon_idle(quick: bool, names: &[(String, String)]) -> Result<()> {
         "VmHWM (peak RSS)",
         "VmRSS idle",
         &format!("CPU over {} s idle", idle.as_secs()),
-        "peak open fds (first looks)",
+        "open fds: peak (first looks) / idle",
+        "threads idle",
         "log warnings / errors",
     ]);
     let mut peaks = Vec::new();
-    for &(label, files) in layouts {
+    for &(label, files, env) in layouts {
         let row = rt.block_on(async {
             let sim = mc_sim::SimServer::start(
                 scenario(names, "5m", json!({}), |_| None)?,
@@ -221,14 +240,14 @@ fn daemon_idle(quick: bool, names: &[(String, String)]) -> Result<()> {
             write_weekly(&d.windows(), names, files)?;
             let http = http()?;
             let started = Instant::now();
-            let mut daemon = Daemon::start(&bin, &d)?;
+            let mut daemon = Daemon::start_with_env(&bin, &d, env)?;
             let stop = tokio_util::sync::CancellationToken::new();
             let sampler = tokio::spawn(sample_peaks(daemon.pid(), stop.clone()));
             daemon.wait_healthy(&http, Duration::from_secs(120)).await?;
             let done = daemon
                 .wait_observed(
                     &http,
-                    CLOUDLETS as u64,
+                    names.len() as u64,
                     Duration::from_secs(300),
                     Duration::from_secs(1),
                 )
@@ -247,18 +266,21 @@ fn daemon_idle(quick: bool, names: &[(String, String)]) -> Result<()> {
             let secs = t0.elapsed().as_secs_f64();
             let hwm = proc_status_kib(Some(pid), "VmHWM");
             let rss = proc_status_kib(Some(pid), "VmRSS");
+            let threads = proc_status_kib(Some(pid), "Threads").unwrap_or(0);
+            let idle_fds = crate::stats::open_fds(pid).unwrap_or(0);
             let (warn, err) = daemon.log_problems();
             daemon.stop()?;
             sim.shutdown().await;
             peaks.push((label, hwm));
             let cpu = (c1.saturating_sub(c0)) as f64 / tick;
             anyhow::Ok(vec![
-                format!("{label}, {CLOUDLETS} cloudlets"),
+                format!("{label}, {} cloudlets", names.len()),
                 format!("{:.1} s", settle.as_secs_f64()),
                 mib(hwm),
                 mib(rss),
                 format!("{cpu:.2} s CPU = {:.2} %", 100.0 * cpu / secs),
-                peak_fds.to_string(),
+                format!("{peak_fds} / {idle_fds}"),
+                threads.to_string(),
                 format!("{warn} / {err}"),
             ])
         })?;
