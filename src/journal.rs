@@ -198,6 +198,16 @@ impl HandshakeKind {
         }
     }
 
+    /// The stable snake_case name (as serialized; used in status and metric labels).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HandshakeKind::EnterFailover => "enter_failover",
+            HandshakeKind::EnterNoFailover => "enter_no_failover",
+            HandshakeKind::Exit => "exit",
+            HandshakeKind::Recover => "recover",
+        }
+    }
+
     pub fn is_enter(self) -> bool {
         matches!(
             self,

@@ -67,9 +67,8 @@ pub struct StatusSources {
 impl From<watch::Receiver<Arc<StatusSnapshot>>> for StatusSources {
     /// Only a snapshot: an empty plan and metrics without events.
     fn from(status: watch::Receiver<Arc<StatusSnapshot>>) -> Self {
-        let (plan_tx, plan) = watch::channel(Arc::new(Vec::new()));
-        // Keep the sender alive for the receiver's sake: the value simply never changes.
-        std::mem::forget(plan_tx);
+        // A receiver keeps the last value after its sender is gone: an empty plan, for good.
+        let (_, plan) = watch::channel(Arc::new(Vec::new()));
         StatusSources {
             status,
             plan,

@@ -268,28 +268,7 @@ async fn crm_restart(State(sim): State<Arc<Sim>>, bytes: Bytes) -> Response {
         if matched.is_empty() {
             return Err(no_match(&sel));
         }
-        for &i in &matched {
-            let Some(c) = w.cloudlets.get_mut(i) else {
-                continue;
-            };
-            c.crm_stuck = false;
-            c.knobs.crm_no_ack = false;
-            if c.busy {
-                // The running handshake moves the state itself once acknowledged.
-                c.crm_restart.notify_waiters();
-                continue;
-            }
-            if c.stored == MaintenanceState::NormalOperationInit {
-                c.info = MaintenanceState::NormalOperation;
-                c.tracked = TrackedState::Ready;
-                w.store(
-                    i,
-                    MaintenanceState::NormalOperation,
-                    Actor::CrmRestart,
-                    stamp.clone(),
-                );
-            }
-        }
+        w.restart_crms(&matched, stamp);
         Ok(ok_json(&views(&w, matched)))
     };
     run().unwrap_or_else(IntoResponse::into_response)

@@ -528,27 +528,7 @@ impl InProcess {
         if matched.is_empty() {
             return Err(status_failure(404, "no cloudlet matches"));
         }
-        for &i in &matched {
-            let Some(c) = w.cloudlets.get_mut(i) else {
-                continue;
-            };
-            c.crm_stuck = false;
-            c.knobs.crm_no_ack = false;
-            if c.busy {
-                c.crm_restart.notify_waiters();
-                continue;
-            }
-            if c.stored == MaintenanceState::NormalOperationInit {
-                c.info = MaintenanceState::NormalOperation;
-                c.tracked = TrackedState::Ready;
-                w.store(
-                    i,
-                    MaintenanceState::NormalOperation,
-                    Actor::CrmRestart,
-                    stamp.clone(),
-                );
-            }
-        }
+        w.restart_crms(&matched, stamp);
         Ok(matched.len())
     }
 

@@ -351,6 +351,33 @@ impl World {
     }
 
     /// Emits `name` for a cloudlet with the `maintenance-state` tag set to `state`.
+    /// The CRMs of cloudlets `matched` restart: `crm_no_ack` and the stuck latch are cleared, a
+    /// CRM wait in progress is acknowledged at once (the running handshake then moves the state
+    /// itself), and an idle cloudlet left in NormalOperationInit goes to NormalOperation.
+    pub fn restart_crms(&mut self, matched: &[usize], stamp: Stamp) {
+        for &i in matched {
+            let Some(c) = self.cloudlets.get_mut(i) else {
+                continue;
+            };
+            c.crm_stuck = false;
+            c.knobs.crm_no_ack = false;
+            if c.busy {
+                c.crm_restart.notify_waiters();
+                continue;
+            }
+            if c.stored == MaintenanceState::NormalOperationInit {
+                c.info = MaintenanceState::NormalOperation;
+                c.tracked = TrackedState::Ready;
+                self.store(
+                    i,
+                    MaintenanceState::NormalOperation,
+                    Actor::CrmRestart,
+                    stamp.clone(),
+                );
+            }
+        }
+    }
+
     pub fn event(&mut self, idx: usize, name: &str, state: MaintenanceState, stamp: Stamp) {
         let Some(c) = self.cloudlets.get(idx) else {
             return;

@@ -46,7 +46,7 @@ pub fn run(_config: &Config, args: &DemoArgs) -> i32 {
 
 async fn demo(args: &DemoArgs) -> Result<(), String> {
     // reqwest is built without a default TLS provider; the transition printer needs one.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    crate::controller::install_default_crypto_provider();
     let run_for = match &args.run_for {
         Some(d) => Some(crate::diag::parse_duration(d)?),
         None => None,

@@ -8,8 +8,8 @@ use jiff::{SignedDuration, Timestamp, civil};
 use crate::cli::PlanArgs;
 use crate::config::Config;
 use crate::journal::read_journal;
-use crate::lead::{LeadSettings, LearnedLeads};
-use crate::plan::{Plan, Span, SpanJson, WorstCaseLead, plan};
+use crate::lead::{LeadSettings, LearnedLeads, worst_case_from_config};
+use crate::plan::{Plan, Span, SpanJson, plan};
 use crate::timeutil::plus;
 use crate::windows::{Catalog, load_dir};
 
@@ -91,10 +91,7 @@ fn run_inner(config: &Config, args: &PlanArgs) -> Result<i32, String> {
 /// The daemon's learned leads, read (never written) from the journal in the state directory;
 /// the protocol worst case when there is none yet.
 fn learned_leads(config: &Config) -> LearnedLeads {
-    let worst = WorstCaseLead {
-        maintenance_timeout: config.controller.maintenance_timeout,
-        margin: config.schedule.lead_margin,
-    };
+    let worst = worst_case_from_config(config);
     let settings = LeadSettings::from_config(config);
     match read_journal(&config.schedule.state_dir) {
         Ok(journal) => LearnedLeads::from_journal(settings, worst, &journal),

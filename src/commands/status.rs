@@ -48,7 +48,7 @@ pub fn run(config: &Config, args: &StatusArgs) -> i32 {
 }
 
 async fn fetch(base: &str, token: Option<&str>) -> Result<StatusSnapshot, String> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    crate::controller::install_default_crypto_provider();
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()

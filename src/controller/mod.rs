@@ -114,6 +114,13 @@ impl<C: Controller> Controller for Arc<C> {
     }
 }
 
+/// Installs rustls' ring provider as the process default (idempotent). reqwest is built without
+/// a default TLS provider; plain `reqwest::Client`s (outside [`McClient`], which brings its own
+/// configuration) need one even for plain HTTP.
+pub fn install_default_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// Reads the controller password: the systemd credential `$CREDENTIALS_DIRECTORY/mc-password`
 /// (`LoadCredential=mc-password:…`) first, else `[controller] password_file`. One trailing
 /// newline (`\n` or `\r\n`) is removed.

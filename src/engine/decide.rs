@@ -92,6 +92,18 @@ pub enum IdleReason {
     ReleasedByHand,
 }
 
+impl IdleReason {
+    /// The stable snake_case name (as serialized).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IdleReason::Normal => "normal",
+            IdleReason::InMaintenance => "in_maintenance",
+            IdleReason::External => "external",
+            IdleReason::ReleasedByHand => "released_by_hand",
+        }
+    }
+}
+
 impl Decision {
     /// True when the decision sends an UpdateCloudlet request.
     pub fn sends_request(&self) -> bool {
@@ -102,18 +114,10 @@ impl Decision {
     }
 }
 
-/// The identity of a span, as recorded in the journal.
-pub fn span_id(span: &Span) -> SpanId {
-    SpanId {
-        start: span.start,
-        end: span.end,
-    }
-}
-
 /// Decides what to do with one cloudlet. Pure.
 pub fn decide(s: &Situation<'_>) -> Decision {
     let wants = s.span.is_some();
-    let current = s.span.map(span_id);
+    let current = s.span.map(SpanId::of);
     let owned = s.ownership.owned;
     match s.observed.state {
         MaintenanceState::NormalOperation => match s.span {
@@ -327,7 +331,7 @@ mod tests {
         let normal = obs(MaintenanceState::NormalOperation);
         let entered = Ownership {
             owned: true,
-            entered_for: Some(span_id(&sp)),
+            entered_for: Some(SpanId::of(&sp)),
             released_by_hand: None,
         };
         assert_eq!(
@@ -339,7 +343,7 @@ mod tests {
         let released = Ownership {
             owned: false,
             entered_for: None,
-            released_by_hand: Some(span_id(&sp)),
+            released_by_hand: Some(SpanId::of(&sp)),
         };
         assert_eq!(
             run("2027-01-10T03:00:00Z", Some(&sp), &normal, &released),

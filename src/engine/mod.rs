@@ -65,10 +65,7 @@ pub struct EngineSettings {
 impl EngineSettings {
     pub fn from_config(cfg: &Config) -> Self {
         let s = &cfg.schedule;
-        let worst_case = WorstCaseLead {
-            maintenance_timeout: cfg.controller.maintenance_timeout,
-            margin: s.lead_margin,
-        };
+        let worst_case = crate::lead::worst_case_from_config(cfg);
         EngineSettings {
             windows_dir: s.windows_dir.clone(),
             horizon: s.horizon,
@@ -794,8 +791,13 @@ where
         let now = self.ctx.clock.now();
         self.busy.remove(&r.cloudlet);
         if let Some((failover, d)) = r.enter_sample {
+            // Replan only when the learned lead actually moved: a burst of enters would
+            // otherwise replan every cloudlet once per enter.
+            let before = self.leads.lead_for(&r.cloudlet, failover);
             self.leads.record(&r.cloudlet, failover, d);
-            self.plan_dirty = true;
+            if self.leads.lead_for(&r.cloudlet, failover) != before {
+                self.plan_dirty = true;
+            }
         }
         if let Some(e) = r.entered {
             if e.late {
@@ -806,11 +808,8 @@ where
             self.lifecycle.entered(e.late);
         }
         if let Some(h) = &r.handshake {
-            let kind = serde_json::to_value(h.kind)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default();
-            self.lifecycle.handshake_finished(&kind, h.ok, h.duration);
+            self.lifecycle
+                .handshake_finished(h.kind.as_str(), h.ok, h.duration);
         }
         if let Some(worker::WorkerError::Controller(e)) = &r.error {
             self.lifecycle.controller_error(e.kind());
@@ -832,10 +831,7 @@ where
         let this_handshake_ok = r.handshake.as_ref().is_some_and(|h| h.ok);
         if let Some(h) = r.handshake {
             rt.history.push_back(HandshakeView {
-                kind: serde_json::to_value(h.kind)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_string))
-                    .unwrap_or_else(|| h.kind.to_string()),
+                kind: h.kind.as_str().to_string(),
                 started_at: h.started_at.to_string(),
                 duration_ms: u64::try_from(h.duration.as_millis()).unwrap_or(u64::MAX),
                 ok: h.ok,
@@ -1134,13 +1130,7 @@ where
 
 fn decision_label(d: &Decision) -> String {
     match d {
-        Decision::Idle { why } => format!(
-            "idle ({})",
-            serde_json::to_value(why)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default()
-        ),
+        Decision::Idle { why } => format!("idle ({})", why.as_str()),
         Decision::Enter { late: true, .. } => "enter (late)".into(),
         Decision::Enter { .. } => "enter".into(),
         Decision::Exit => "exit".into(),

@@ -11,12 +11,12 @@ use std::time::Duration;
 use jiff::Timestamp;
 use tokio::sync::Semaphore;
 
-use super::decide::{Decision, Observed, Ownership, Situation, decide, span_id};
+use super::decide::{Decision, Observed, Ownership, Situation, decide};
 use super::{Clock, EnteredOutcome, HandshakeRecord, WorkerCtx, WorkerReport};
 use crate::controller::{
     ClientError, CloudletKey, CloudletStatus, Controller, MaintenanceState, MaintenanceTarget,
 };
-use crate::journal::{HandshakeKind, InFlight, Outcome};
+use crate::journal::{HandshakeKind, InFlight, Outcome, SpanId};
 use crate::plan::{CloudletRef, Span};
 use crate::timeutil::{plus_std, signed};
 
@@ -179,7 +179,7 @@ async fn run_inner<C: Controller, K: Clock>(
     report.observed = Some(observed.clone());
 
     // 2. Reconcile the journal with what is true.
-    let current = job.span.as_ref().map(span_id);
+    let current = job.span.as_ref().map(SpanId::of);
     let state = observed.state;
     let assume = job.assume_ownership;
     // Worked out on a copy, and committed only if it changes something: this runs on every
@@ -277,7 +277,7 @@ async fn run_inner<C: Controller, K: Clock>(
             } else {
                 MaintenanceTarget::StartNoFailover
             };
-            let entering_for = span.map(span_id);
+            let entering_for = span.map(SpanId::of);
             let (result, after) =
                 handshake(ctx, org, c, &key, kind, target, entering_for, report).await?;
             let now = ctx.clock.now();
