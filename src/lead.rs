@@ -9,8 +9,13 @@
 //! configured bounds:
 //!
 //! ```text
-//! lead = clamp(quantile_q(recent) × safety_factor + margin, lead_min, lead_max)
+//! lead = min(clamp(quantile_q(recent) × safety_factor + margin, lead_min, lead_max), worst case)
 //! ```
+//!
+//! The worst case caps a learned lead too: a handshake cannot outlast the controller's own
+//! timeouts, so a lead above it buys nothing. The default safety factor (2.5) is large because
+//! the lead must cover the tail, not the typical handshake: a lognormal's 99.9th percentile is
+//! about 3× its 95th at the spreads measured (`cloudlet-maintd-bench lead`, docs/benchmarks.md).
 //!
 //! With fewer than `min_samples` measurements of the needed kind the lead is the worst case.
 //! The two enter kinds are kept apart: an enter *without* failover skips the AutoProv step, so
@@ -178,10 +183,13 @@ impl LearnedLeads {
             return worst;
         };
         let s = &self.settings;
+        // Never above the worst case: the protocol bounds a handshake (each phase times out
+        // after T), so a longer lead would only add idle time in maintenance.
         let lead = scale(q, s.safety_factor)
             .saturating_add(s.margin)
             .max(s.min)
-            .min(s.max);
+            .min(s.max)
+            .min(worst.duration);
         LeadChoice {
             duration: lead,
             source: LeadSource::Learned {

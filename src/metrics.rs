@@ -64,6 +64,7 @@ fn handshake_histogram() -> Histogram {
 pub struct Metrics {
     registry: Registry,
     handshakes: HistogramFamily,
+    look_lateness: Histogram,
     controller_errors: Family<KindLabel, Counter>,
     entries: Family<TimingLabel, Counter>,
     reload_success: Gauge,
@@ -96,6 +97,10 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("cloudlet_maintd");
         let handshakes: HistogramFamily = Family::new_with_constructor(handshake_histogram);
+        // 1 ms … ~16 s: the timer loop should act within milliseconds of an edge.
+        let look_lateness = Histogram::new(
+            prometheus_client::metrics::histogram::exponential_buckets(0.001, 2.0, 15),
+        );
         let controller_errors = Family::<KindLabel, Counter>::default();
         let entries = Family::<TimingLabel, Counter>::default();
         let reload_success = Gauge::default();
@@ -112,6 +117,11 @@ impl Metrics {
             "handshake_duration_seconds",
             "Duration of UpdateCloudlet handshakes by kind (enter_failover, enter_no_failover, exit, recover) and outcome (ok, error)",
             handshakes.clone(),
+        );
+        registry.register(
+            "look_lateness_seconds",
+            "Delay from the instant a cloudlet was due for a look (a plan edge, a retry, a poll) to the start of its worker",
+            look_lateness.clone(),
         );
         registry.register(
             "controller_errors",
@@ -168,6 +178,7 @@ impl Metrics {
         Metrics {
             registry,
             handshakes,
+            look_lateness,
             controller_errors,
             entries,
             reload_success,
@@ -192,6 +203,11 @@ impl Metrics {
                 outcome: if ok { "ok" } else { "error" }.to_string(),
             })
             .observe(duration.as_secs_f64());
+    }
+
+    /// Records how late a look started after it was due (never negative).
+    pub fn look_lateness(&self, lateness: Duration) {
+        self.look_lateness.observe(lateness.as_secs_f64());
     }
 
     /// Counts one error from the controller (`ClientError::kind`).
@@ -354,6 +370,12 @@ impl<L: crate::engine::Lifecycle> crate::engine::Lifecycle for Metered<L> {
         self.metrics.entry(late);
         self.inner.entered(late);
     }
+    fn look_started(&self, due: jiff::Timestamp, started: jiff::Timestamp) {
+        let late = started.duration_since(due).unsigned_abs();
+        self.metrics
+            .look_lateness(if started < due { Duration::ZERO } else { late });
+        self.inner.look_started(due, started);
+    }
 }
 
 #[cfg(test)]
@@ -373,18 +395,18 @@ mod tests {
                 ok: true,
                 ..ReloadInfo::default()
             }),
-            files: vec![FileView {
+            files: std::sync::Arc::new(vec![FileView {
                 status: "ok".into(),
                 ..FileView::default()
-            }],
-            cloudlets: vec![CloudletView {
+            }]),
+            cloudlets: vec![std::sync::Arc::new(CloudletView {
                 region: "EU".into(),
                 cloudlet: "TDG/berlin-1".into(),
                 observed: Some("UnderMaintenance".into()),
                 desired: "maintenance".into(),
                 lead_seconds: Some(660),
                 ..CloudletView::default()
-            }],
+            })],
             ..StatusSnapshot::default()
         };
         let text = m.render(&status);

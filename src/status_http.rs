@@ -42,7 +42,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Secret, StatusConfig};
-use crate::engine::StatusSnapshot;
+use crate::engine::{PublishedPlan, StatusSnapshot};
 use crate::metrics::Metrics;
 use crate::plan::SpanJson;
 
@@ -60,7 +60,7 @@ const UNAUTHORIZED_MESSAGE: &str = "missing or wrong bearer token";
 #[derive(Clone)]
 pub struct StatusSources {
     pub status: watch::Receiver<Arc<StatusSnapshot>>,
-    pub plan: watch::Receiver<Arc<Vec<SpanJson>>>,
+    pub plan: watch::Receiver<PublishedPlan>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -80,7 +80,7 @@ impl From<watch::Receiver<Arc<StatusSnapshot>>> for StatusSources {
 #[derive(Clone)]
 struct AppState {
     status: watch::Receiver<Arc<StatusSnapshot>>,
-    plan: watch::Receiver<Arc<Vec<SpanJson>>>,
+    plan: watch::Receiver<PublishedPlan>,
     metrics: Arc<Metrics>,
     token: Option<Arc<Secret>>,
 }
@@ -337,15 +337,18 @@ async fn plan_spans(
         Err(e) => return error_response(StatusCode::BAD_REQUEST, &e),
     };
     let plan = Arc::clone(&*state.plan.borrow());
-    let spans: Vec<&SpanJson> = plan
+    let mut spans: Vec<(Timestamp, &SpanJson)> = plan
         .iter()
         .filter(|s| q.cloudlet.as_ref().is_none_or(|c| &s.cloudlet == c))
-        .filter(|s| {
-            let end = s.end.parse::<Timestamp>().ok();
-            let enter = s.enter_at.parse::<Timestamp>().ok();
-            end.is_some_and(|e| e > from) && enter.is_some_and(|e| e < until)
+        .filter_map(|s| {
+            let end = s.end.parse::<Timestamp>().ok()?;
+            let enter = s.enter_at.parse::<Timestamp>().ok()?;
+            (end > from && enter < until).then_some((enter, &**s))
         })
         .collect();
+    // By enter time, then cloudlet (the engine publishes them per cloudlet).
+    spans.sort_by(|a, b| (a.0, &a.1.cloudlet).cmp(&(b.0, &b.1.cloudlet)));
+    let spans: Vec<&SpanJson> = spans.into_iter().map(|(_, s)| s).collect();
     json_response(StatusCode::OK, &spans)
 }
 

@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
+use std::sync::Arc;
 
 use jiff::{SignedDuration, Timestamp};
 
@@ -54,7 +55,12 @@ fn state_colour(state: Option<&str>) -> (&'static str, &'static str) {
 
 /// Renders the page for `hours` hours from `now` (and a twelfth of that before it, so the
 /// recent past stays visible). Pure: the caller passes the data and `now`.
-pub fn render(status: &StatusSnapshot, spans: &[SpanJson], now: Timestamp, hours: u32) -> String {
+pub fn render(
+    status: &StatusSnapshot,
+    spans: &[Arc<SpanJson>],
+    now: Timestamp,
+    hours: u32,
+) -> String {
     let hours = hours.clamp(1, 24 * 31);
     let from = now
         .checked_sub(SignedDuration::from_mins(i64::from(hours) * 5))
@@ -74,9 +80,15 @@ pub fn render(status: &StatusSnapshot, spans: &[SpanJson], now: Timestamp, hours
     for c in &status.cloudlets {
         rows.insert((c.region.clone(), c.cloudlet.clone()), Some(c));
     }
+    // Spans by row, so that drawing a row does not scan every span.
+    let mut spans_of: BTreeMap<(&str, &str), Vec<&SpanJson>> = BTreeMap::new();
     for s in spans {
         rows.entry((s.region.clone(), s.cloudlet.clone()))
             .or_insert(None);
+        spans_of
+            .entry((s.region.as_str(), s.cloudlet.as_str()))
+            .or_default()
+            .push(s);
     }
 
     let mut html = String::new();
@@ -194,9 +206,10 @@ pub fn render(status: &StatusSnapshot, spans: &[SpanJson], now: Timestamp, hours
             y + 16.5,
             escape(&short_state(state))
         );
-        for s in spans
-            .iter()
-            .filter(|s| &s.cloudlet == cloudlet && &s.region == region)
+        for s in spans_of
+            .get(&(region.as_str(), cloudlet.as_str()))
+            .into_iter()
+            .flatten()
         {
             let (Ok(enter), Ok(start), Ok(end)) = (
                 s.enter_at.parse::<Timestamp>(),
@@ -291,12 +304,12 @@ mod tests {
     #[test]
     fn renders_rows_spans_badges_alerts_and_escapes() {
         let status = StatusSnapshot {
-            cloudlets: vec![CloudletView {
+            cloudlets: vec![Arc::new(CloudletView {
                 region: "EU".into(),
                 cloudlet: "TDG/berlin-1".into(),
                 observed: Some("UnderMaintenance".into()),
                 ..CloudletView::default()
-            }],
+            })],
             alerts: vec![AlertView {
                 kind: "forbidden".into(),
                 cloudlet: Some("TDG/<x>".into()),
@@ -307,18 +320,18 @@ mod tests {
         };
         let now: Timestamp = "2026-12-05T12:00:00Z".parse().unwrap();
         let spans = [
-            span(
+            Arc::new(span(
                 "TDG/berlin-1",
                 "2026-12-06T00:49:00Z",
                 "2026-12-06T01:00:00Z",
                 "2026-12-06T05:00:00Z",
-            ),
-            span(
+            )),
+            Arc::new(span(
                 "TDG/berlin-2",
                 "2026-12-06T00:49:00Z",
                 "2026-12-06T01:00:00Z",
                 "2026-12-06T05:00:00Z",
-            ),
+            )),
         ];
         let html = render(&status, &spans, now, 168);
         assert!(html.contains("data-cloudlet=\"TDG/berlin-1\""));
@@ -335,12 +348,12 @@ mod tests {
     #[test]
     fn spans_outside_the_range_are_not_drawn() {
         let now: Timestamp = "2026-12-05T12:00:00Z".parse().unwrap();
-        let far = span(
+        let far = Arc::new(span(
             "TDG/berlin-1",
             "2027-03-01T00:49:00Z",
             "2027-03-01T01:00:00Z",
             "2027-03-01T05:00:00Z",
-        );
+        ));
         let html = render(&StatusSnapshot::default(), &[far], now, 24);
         assert_eq!(html.matches("class=\"window\"").count(), 0);
         assert!(html.contains("<b>1 d</b>"));

@@ -114,8 +114,8 @@ fn snapshot(last_tick: Timestamp) -> StatusSnapshot {
             ..Counts::default()
         },
         cloudlets: vec![
-            cloudlet("EU", "TDG/berlin-1", true),
-            cloudlet("US", "TDG/berlin-1", false),
+            Arc::new(cloudlet("EU", "TDG/berlin-1", true)),
+            Arc::new(cloudlet("US", "TDG/berlin-1", false)),
         ],
         ..StatusSnapshot::default()
     }
@@ -174,13 +174,13 @@ async fn status_and_cloudlets_as_json() {
 
     let (code, body) = get(&http, &server.url("/v1/cloudlets"), None).await;
     assert_eq!(code, StatusCode::OK);
-    let list: Vec<CloudletView> = serde_json::from_value(body).unwrap();
+    let list: Vec<Arc<CloudletView>> = serde_json::from_value(body).unwrap();
     assert_eq!(list, snap.cloudlets);
 
     let (code, body) = get(&http, &server.url("/v1/cloudlets/US/TDG/berlin-1"), None).await;
     assert_eq!(code, StatusCode::OK);
     let one: CloudletView = serde_json::from_value(body).unwrap();
-    assert_eq!(one, snap.cloudlets[1]);
+    assert_eq!(one, *snap.cloudlets[1]);
 
     let (code, body) = get(&http, &server.url("/v1/cloudlets/EU/TDG/berlin-9"), None).await;
     assert_eq!(code, StatusCode::NOT_FOUND);

@@ -119,6 +119,10 @@ pub trait Lifecycle: Send + Sync + 'static {
     fn controller_error(&self, _kind: &str) {}
     /// A cloudlet was put into maintenance, before its span started or late.
     fn entered(&self, _late: bool) {}
+    /// A worker started its look at a cloudlet that was due at `due` (a plan edge, a retry, a
+    /// poll), as read from the engine's clock when the worker task first ran. `started − due`
+    /// is how late the timer loop acted.
+    fn look_started(&self, _due: Timestamp, _started: Timestamp) {}
 }
 
 /// A [`Lifecycle`] that does nothing.
@@ -142,9 +146,14 @@ pub struct EngineParts<C, K, L = NoLifecycle> {
 pub struct EngineHandle {
     pub commands: mpsc::Sender<EngineCommand>,
     pub status: watch::Receiver<Arc<StatusSnapshot>>,
-    /// Every planned span (from an hour ago to the horizon), republished on each replan.
-    pub plan: watch::Receiver<Arc<Vec<crate::plan::SpanJson>>>,
+    /// Every planned span (from an hour ago to the horizon), per cloudlet in cloudlet order,
+    /// republished after each replan.
+    pub plan: watch::Receiver<PublishedPlan>,
 }
+
+/// The plan as the engine publishes it: every span in its JSON form, shared with the engine's
+/// own cache (a republication after one cloudlet's lead moved copies pointers, not spans).
+pub type PublishedPlan = Arc<Vec<Arc<crate::plan::SpanJson>>>;
 
 /// Errors that stop the engine.
 #[derive(Debug, thiserror::Error)]
@@ -287,6 +296,9 @@ struct CloudletRt {
     /// When the last worker for it started: plan edges after this instant still need a look,
     /// also those that passed while a worker was busy with it.
     looked_at: Option<Timestamp>,
+    /// Its status view as last built, and whether something it shows changed since.
+    view: Option<Arc<CloudletView>>,
+    view_dirty: bool,
 }
 
 /// Shared, read-only context of workers.
@@ -309,13 +321,21 @@ struct Engine<C, K, L> {
     last_reload: Option<ReloadInfo>,
     plan: Plan,
     plan_until: Timestamp,
-    /// Status form of the plan's spans, formatted on first display (cleared by `replan`).
-    /// With the span's `enter_at` and `end` in the form of `next_action_at`.
-    #[allow(clippy::type_complexity)]
-    span_json: std::cell::RefCell<
-        HashMap<(CloudletRef, Timestamp), (crate::plan::SpanJson, String, String)>,
-    >,
+    /// JSON form of each cloudlet's spans (same order as `plan.cloudlets[c]`), rebuilt only
+    /// for the cloudlets a replan touched.
+    span_json: BTreeMap<CloudletRef, Vec<Arc<crate::plan::SpanJson>>>,
+    /// The whole plan needs rebuilding (reload, horizon).
     plan_dirty: bool,
+    /// Only these cloudlets need replanning (their learned lead moved).
+    replan_only: BTreeSet<CloudletRef>,
+    /// The plan changed since it was last published.
+    plan_unpublished: bool,
+    /// Status form of the catalog's files, rebuilt on reloads.
+    files_view: Arc<Vec<FileView>>,
+    /// Every view must be rebuilt at the next publication (after a replan or reload).
+    all_views_dirty: bool,
+    /// The `sd_notify` STATUS= line, refreshed with each status publication.
+    status_line: String,
     leads: LearnedLeads,
     cloudlets: BTreeMap<CloudletRef, CloudletRt>,
     due: BTreeSet<(Timestamp, CloudletRef)>,
@@ -327,7 +347,7 @@ struct Engine<C, K, L> {
     status_dirty: bool,
     last_status: Option<tokio::time::Instant>,
     /// Where the plan's spans are published (for `/v1/plan` and the timeline page).
-    plan_tx: Option<watch::Sender<Arc<Vec<crate::plan::SpanJson>>>>,
+    plan_tx: Option<watch::Sender<PublishedPlan>>,
     /// See [`SimulationHooks`].
     inline_io: bool,
     kill: CancellationToken,
@@ -389,8 +409,13 @@ where
             last_reload: None,
             plan: Plan::default(),
             plan_until: now,
-            span_json: Default::default(),
+            span_json: BTreeMap::new(),
             plan_dirty: true,
+            replan_only: BTreeSet::new(),
+            plan_unpublished: true,
+            files_view: Arc::new(Vec::new()),
+            all_views_dirty: true,
+            status_line: String::new(),
             leads,
             cloudlets: BTreeMap::new(),
             due: BTreeSet::new(),
@@ -419,19 +444,24 @@ where
     ) -> Result<(), EngineError> {
         let (report_tx, mut reports) = mpsc::unbounded_channel::<WorkerReport>();
         self.reload("start").await;
-        self.lifecycle.planned(&self.build_status());
         self.publish_status(true);
+        let snapshot = Arc::clone(&*self.status_tx.borrow());
+        self.lifecycle.planned(&snapshot);
 
         loop {
             let now = self.ctx.clock.now();
             if self.plan_dirty || now >= minus(self.plan_until, signed(self.settings().horizon / 2))
             {
                 self.replan(now);
+            } else if !self.replan_only.is_empty() {
+                self.replan_some(now);
             }
             self.start_due_workers(now, &report_tx, &workers);
             self.publish_status(false);
-            self.lifecycle.tick(&self.status_line(now));
+            self.lifecycle.tick(&self.status_line);
 
+            // The sleep is measured from a fresh reading: the work above took time.
+            let now = self.ctx.clock.now();
             let next = self
                 .due
                 .iter()
@@ -462,7 +492,8 @@ where
                         self.lifecycle.reloading();
                         let info = self.reload(&trigger).await;
                         self.publish_status(true);
-                        self.lifecycle.reloaded(&self.build_status());
+                        let snapshot = Arc::clone(&*self.status_tx.borrow());
+                        self.lifecycle.reloaded(&snapshot);
                         if let Some(reply) = reply {
                             let _ = reply.send(info);
                         }
@@ -536,6 +567,7 @@ where
             tracing::error!("{e}");
         }
         self.catalog = catalog;
+        self.files_view = Arc::new(self.catalog.files.iter().map(file_view).collect());
         self.generation += 1;
         let info = ReloadInfo {
             at: now.to_string(),
@@ -564,16 +596,17 @@ where
         let from = minus(now, SignedDuration::from_hours(1));
         let until = plus_std(now, self.settings().horizon);
         self.plan = plan(self.catalog.windows(), &self.leads, from, until);
-        self.span_json.get_mut().clear();
+        self.span_json = self
+            .plan
+            .cloudlets
+            .iter()
+            .map(|(c, spans)| (c.clone(), spans_json(spans)))
+            .collect();
         self.plan_until = until;
         self.plan_dirty = false;
-        if let Some(tx) = &self.plan_tx
-            && tx.receiver_count() > 0
-        {
-            let spans: Vec<crate::plan::SpanJson> =
-                self.plan.spans().into_iter().map(Span::to_json).collect();
-            tx.send_replace(Arc::new(spans));
-        }
+        self.replan_only.clear();
+        self.plan_unpublished = true;
+        self.all_views_dirty = true;
         // Cloudlets to watch: every planned one, and every one the journal says we own (a
         // removed file must not strand a cloudlet in maintenance).
         let mut relevant: BTreeSet<CloudletRef> = self.plan.cloudlets.keys().cloned().collect();
@@ -612,27 +645,48 @@ where
         self.status_dirty = true;
     }
 
-    /// [`Span::to_json`], cached until the next replan.
-    fn span_json(&self, s: &Span) -> crate::plan::SpanJson {
-        self.span_json
-            .borrow_mut()
-            .entry((s.cloudlet.clone(), s.start))
-            .or_insert_with(|| (s.to_json(), s.enter_at.to_string(), s.end.to_string()))
-            .0
-            .clone()
+    /// Replans only the cloudlets in `replan_only` (a learned lead moved: leads are per
+    /// cloudlet, and a cloudlet's spans depend on nothing else), over the range of the last
+    /// full plan. A full replan costs a pass over every window; this one only reads the
+    /// windows that name these cloudlets.
+    fn replan_some(&mut self, now: Timestamp) {
+        let which = std::mem::take(&mut self.replan_only);
+        let (Some(from), Some(until)) = (self.plan.from, self.plan.until) else {
+            self.replan(now);
+            return;
+        };
+        let windows = self.catalog.windows().filter(|w| {
+            w.cloudlets.iter().any(|name| {
+                which
+                    .iter()
+                    .any(|c| c.region == w.region && c.cloudlet == *name)
+            })
+        });
+        let mut partial = plan(windows, &self.leads, from, until);
+        for c in &which {
+            match partial.cloudlets.remove(c) {
+                Some(spans) => {
+                    self.span_json.insert(c.clone(), spans_json(&spans));
+                    self.plan.cloudlets.insert(c.clone(), spans);
+                }
+                None => {
+                    self.span_json.remove(c);
+                    self.plan.cloudlets.remove(c);
+                }
+            }
+            if let Some(rt) = self.cloudlets.get_mut(c) {
+                rt.view_dirty = true;
+            }
+            self.reschedule(c, now);
+        }
+        self.plan_unpublished = true;
+        self.status_dirty = true;
     }
 
-    /// `t` (the span's `enter_at` or `end`) as status shows it, cached with the span.
-    fn span_edge_text(&self, s: &Span, t: Timestamp) -> String {
-        let mut cache = self.span_json.borrow_mut();
-        let entry = cache
-            .entry((s.cloudlet.clone(), s.start))
-            .or_insert_with(|| (s.to_json(), s.enter_at.to_string(), s.end.to_string()));
-        if t == s.end {
-            entry.2.clone()
-        } else {
-            entry.1.clone()
-        }
+    /// The JSON form of `c`'s span `s` (a span of the current plan).
+    fn span_json_of(&self, c: &CloudletRef, s: &Span) -> Option<Arc<crate::plan::SpanJson>> {
+        let i = self.spans_of(c).iter().position(|x| x.start == s.start)?;
+        self.span_json.get(c)?.get(i).cloned()
     }
 
     fn spans_of(&self, c: &CloudletRef) -> &[Span] {
@@ -716,12 +770,15 @@ where
             if self.busy.contains(&c) {
                 continue;
             }
+            let mut due_at = now;
             if let Some(rt) = self.cloudlets.get_mut(&c) {
                 if let Some(old) = rt.due_at.take() {
                     self.due.remove(&(old, c.clone()));
+                    due_at = old;
                 }
                 rt.check_at = None;
                 rt.looked_at = Some(now);
+                rt.view_dirty = true;
             }
             let job = self.job_for(&c, now);
             self.busy.insert(c.clone());
@@ -729,7 +786,9 @@ where
             let org_sem = self.org_semaphore(&c);
             let tx = reports.clone();
             let kill = self.kill.clone();
+            let lifecycle = Arc::clone(&self.lifecycle);
             workers.spawn(async move {
+                lifecycle.look_started(due_at, ctx.clock.now());
                 if let Some(report) = kill
                     .run_until_cancelled(worker::run(ctx, org_sem, job))
                     .await
@@ -791,12 +850,11 @@ where
         let now = self.ctx.clock.now();
         self.busy.remove(&r.cloudlet);
         if let Some((failover, d)) = r.enter_sample {
-            // Replan only when the learned lead actually moved: a burst of enters would
-            // otherwise replan every cloudlet once per enter.
+            // Replan this cloudlet, and only when its learned lead actually moved.
             let before = self.leads.lead_for(&r.cloudlet, failover);
             self.leads.record(&r.cloudlet, failover, d);
             if self.leads.lead_for(&r.cloudlet, failover) != before {
-                self.plan_dirty = true;
+                self.replan_only.insert(r.cloudlet.clone());
             }
         }
         if let Some(e) = r.entered {
@@ -816,6 +874,7 @@ where
         }
         let cap = self.settings().history_cap.max(1);
         let rt = self.cloudlets.entry(r.cloudlet.clone()).or_default();
+        rt.view_dirty = true;
         if let Some(o) = r.observed {
             rt.observed = Some(o);
             rt.observed_at = Some(now.to_string());
@@ -894,94 +953,118 @@ where
             return;
         }
         let snapshot = self.build_status();
+        self.status_line = self.status_line_of(&snapshot);
         self.status_tx.send_replace(Arc::new(snapshot));
+        if self.plan_unpublished
+            && let Some(tx) = &self.plan_tx
+        {
+            let spans: Vec<Arc<crate::plan::SpanJson>> =
+                self.span_json.values().flatten().cloned().collect();
+            tx.send_replace(Arc::new(spans));
+            self.plan_unpublished = false;
+        }
         self.status_dirty = false;
         self.last_status = Some(tokio::time::Instant::now());
     }
 
     /// One human line for `systemctl status` (sd_notify STATUS=).
-    fn status_line(&self, now: Timestamp) -> String {
-        let windows = self.catalog.windows().count();
-        let in_maint = self
-            .cloudlets
-            .values()
-            .filter(|r| {
-                r.observed
-                    .as_ref()
-                    .is_some_and(|o| o.state == MaintenanceState::UnderMaintenance)
-            })
-            .count();
-        let alerts = self
-            .cloudlets
-            .values()
-            .filter(|r| r.alert.is_some())
-            .count();
-        let next = self.next_edge(now).map(|n| {
-            let local =
-                n.2.to_zoned(n.3.clone())
-                    .strftime("%Y-%m-%d %H:%M %Z")
-                    .to_string();
-            format!(", next: {} {} at {local}", n.1, n.0.cloudlet)
+    fn status_line_of(&self, s: &StatusSnapshot) -> String {
+        let next = s.next_action.as_ref().and_then(|n| {
+            let at = n.at.parse::<Timestamp>().ok()?;
+            let zone = self
+                .spans_of(&CloudletRef {
+                    region: n.region.clone(),
+                    cloudlet: n.cloudlet.clone(),
+                })
+                .iter()
+                .find(|s| s.enter_at == at || s.end == at)
+                .map_or(jiff::tz::TimeZone::UTC, |s| s.timezone.clone());
+            let local = at.to_zoned(zone).strftime("%Y-%m-%d %H:%M %Z").to_string();
+            Some(format!(", next: {} {} at {local}", n.action, n.cloudlet))
         });
-        let alerts = if alerts > 0 {
-            format!(", {alerts} alerts")
+        let alerts = if s.counts.alerts > 0 {
+            format!(", {} alerts", s.counts.alerts)
         } else {
             String::new()
         };
         format!(
-            "{windows} windows, {in_maint} in maintenance{alerts}{}",
+            "{} windows, {} in maintenance{alerts}{}",
+            s.counts.windows,
+            s.counts.in_maintenance,
             next.unwrap_or_default()
         )
     }
 
-    /// The earliest enter/exit edge ahead: (cloudlet, "enter"/"exit", when, zone).
+    /// The earliest enter/exit edge ahead: (cloudlet, "enter"/"exit", when).
     ///
     /// A cloudlet's spans are sorted and never overlap, and a span's `enter_at` is never before
     /// the previous span's end (the planner merges gaps shorter than a lead), so its edges are
-    /// in order: its next edge is on its first span that has not ended. (This runs on every
-    /// wake of the loop, twice: a scan of every span made the simulation crawl.)
-    fn next_edge(
-        &self,
-        now: Timestamp,
-    ) -> Option<(CloudletRef, &'static str, Timestamp, jiff::tz::TimeZone)> {
+    /// in order: its next edge is on its first span that has not ended.
+    fn next_edge(&self, now: Timestamp) -> Option<(&CloudletRef, &'static str, Timestamp)> {
         self.plan
             .cloudlets
             .iter()
             .filter_map(|(c, spans)| {
                 let s = spans.get(spans.partition_point(|s| s.end <= now))?;
                 Some(if s.enter_at > now {
-                    (c, "enter", s.enter_at, s)
+                    (c, "enter", s.enter_at)
                 } else {
-                    (c, "exit", s.end, s)
+                    (c, "exit", s.end)
                 })
             })
-            .min_by_key(|(_, _, t, _)| *t)
-            .map(|(c, a, t, s)| (c.clone(), a, t, s.timezone.clone()))
+            .min_by_key(|(_, _, t)| *t)
     }
 
-    fn build_status(&self) -> StatusSnapshot {
+    /// The status snapshot as of now. Views are rebuilt only for cloudlets whose facts changed
+    /// since the last build (a worker started or reported, a replan touched them) and for busy
+    /// ones (their journal record moves while the worker runs); the others are shared.
+    fn build_status(&mut self) -> StatusSnapshot {
         let now = self.ctx.clock.now();
-        // Only what the views need, not a clone of the whole journal (built on every wake).
-        #[allow(clippy::type_complexity)]
-        let journal: HashMap<
-            String,
-            (
+        for c in &self.busy {
+            if let Some(rt) = self.cloudlets.get_mut(c) {
+                rt.view_dirty = true;
+            }
+        }
+        let all = std::mem::take(&mut self.all_views_dirty);
+        let stale: Vec<CloudletRef> = self
+            .cloudlets
+            .iter()
+            .filter(|(_, rt)| all || rt.view_dirty || rt.view.is_none())
+            .map(|(c, _)| c.clone())
+            .collect();
+        if !stale.is_empty() {
+            // Only what the views need from the journal, in one read.
+            #[allow(clippy::type_complexity)]
+            let records: Vec<(
                 bool,
                 Option<crate::journal::HandshakeKind>,
                 Option<crate::journal::SpanId>,
-            ),
-        > = self.ctx.journal.read(|j| {
-            j.cloudlets
+            )> = self.ctx.journal.read(|j| {
+                stale
+                    .iter()
+                    .map(|c| {
+                        j.record(c).map_or((false, None, None), |r| {
+                            (r.owned, r.in_flight.map(|f| f.kind), r.entered_for)
+                        })
+                    })
+                    .collect()
+            });
+            let views: Vec<Arc<CloudletView>> = stale
                 .iter()
-                .map(|(k, r)| {
-                    (
-                        k.clone(),
-                        (r.owned, r.in_flight.map(|f| f.kind), r.entered_for),
-                    )
+                .zip(&records)
+                .filter_map(|(c, record)| {
+                    let rt = self.cloudlets.get(c)?;
+                    Some(Arc::new(self.build_view(c, rt, record, now)))
                 })
-                .collect()
-        });
-        let mut views = Vec::with_capacity(self.cloudlets.len());
+                .collect();
+            for (c, view) in stale.iter().zip(views) {
+                if let Some(rt) = self.cloudlets.get_mut(c) {
+                    rt.view = Some(view);
+                    rt.view_dirty = false;
+                }
+            }
+        }
+
         let mut alerts = Vec::new();
         let mut counts = Counts {
             files: self.catalog.files.len(),
@@ -1006,39 +1089,14 @@ where
                 since: self.started_at.to_string(),
             });
         }
+        let mut views = Vec::with_capacity(self.cloudlets.len());
         for (c, rt) in &self.cloudlets {
-            let record = journal.get(&crate::journal::Journal::key(c));
-            let spans = self.spans_of(c);
-            let current = self.current_span_given(c, now, || record.and_then(|r| r.2));
-            let next = spans
-                .iter()
-                .find(|s| s.enter_at > now && current.is_none_or(|cur| cur.start != s.start));
-            let in_maint = rt
-                .observed
-                .as_ref()
-                .is_some_and(|o| o.state == MaintenanceState::UnderMaintenance);
-            let owned = record.is_some_and(|r| r.0);
-            let external = in_maint && !owned;
-            if in_maint {
-                counts.in_maintenance += 1;
-            }
-            if owned {
-                counts.owned += 1;
-            }
-            if external {
-                counts.external += 1;
-            }
-            let busy = self.busy.contains(c);
-            if busy {
-                counts.busy += 1;
-            }
-            let (next_action, next_action_at) = match (current, next) {
-                (Some(s), _) => ("exit", Some(self.span_edge_text(s, s.end))),
-                (None, Some(s)) => ("enter", Some(self.span_edge_text(s, s.enter_at))),
-                (None, None) if owned => ("exit", Some(now.to_string())),
-                (None, None) => ("none", None),
-            };
-            let lead_span = current.or(next);
+            let Some(view) = &rt.view else { continue };
+            counts.in_maintenance +=
+                usize::from(view.observed.as_deref() == Some("UnderMaintenance"));
+            counts.owned += usize::from(view.owned);
+            counts.external += usize::from(view.external);
+            counts.busy += usize::from(view.busy);
             if let Some((kind, msg, since)) = &rt.alert {
                 alerts.push(AlertView {
                     kind: kind.clone(),
@@ -1048,39 +1106,7 @@ where
                     since: since.to_string(),
                 });
             }
-            views.push(CloudletView {
-                region: c.region.clone(),
-                cloudlet: c.cloudlet.clone(),
-                observed: rt.observed.as_ref().map(|o| o.state.to_string()),
-                observed_at: rt.observed_at.clone(),
-                update_error: rt.observed.as_ref().is_some_and(|o| o.update_error),
-                desired: if current.is_some() {
-                    "maintenance".into()
-                } else {
-                    "normal".into()
-                },
-                owned,
-                external,
-                released_by_hand: matches!(
-                    rt.decision,
-                    Some(Decision::Idle {
-                        why: IdleReason::ReleasedByHand
-                    })
-                ),
-                busy,
-                in_flight: record.and_then(|r| r.1).map(|kind| kind.to_string()),
-                decision: rt.decision.as_ref().map(decision_label),
-                current_span: current.map(|s| self.span_json(s)),
-                next_span: next.map(|s| self.span_json(s)),
-                next_action: Some(next_action.to_string()),
-                next_action_at,
-                lead_seconds: lead_span.map(|s| s.lead.duration.as_secs()),
-                lead_source: lead_span.map(|s| s.lead.source.to_string()),
-                last_handshakes: rt.history.iter().rev().cloned().collect(),
-                last_error: rt.last_error.clone(),
-                late: current.is_some_and(|s| rt.late_span == Some(s.start)),
-                alert: rt.alert.as_ref().map(|a| a.1.clone()),
-            });
+            views.push(Arc::clone(view));
         }
         counts.alerts = alerts.len();
         StatusSnapshot {
@@ -1090,30 +1116,13 @@ where
             generation: self.generation,
             last_reload: self.last_reload.clone(),
             windows_dir: self.settings().windows_dir.display().to_string(),
-            files: self
-                .catalog
-                .files
-                .iter()
-                .map(|f| FileView {
-                    path: f.path.display().to_string(),
-                    status: match f.status {
-                        FileStatus::Ok => "ok",
-                        FileStatus::Invalid => "invalid",
-                        FileStatus::Stale => "stale",
-                    }
-                    .into(),
-                    stale: f.status == FileStatus::Stale,
-                    windows: f.windows.iter().map(|w| w.id.clone()).collect(),
-                    errors: f.errors.iter().map(|e| e.to_string()).collect(),
-                    warnings: f.warnings.iter().map(|e| e.to_string()).collect(),
-                })
-                .collect(),
+            files: Arc::clone(&self.files_view),
             counts,
             alerts,
             cloudlets: views,
-            next_action: self.next_edge(now).map(|(c, a, t, _)| NextAction {
-                region: c.region,
-                cloudlet: c.cloudlet,
+            next_action: self.next_edge(now).map(|(c, a, t)| NextAction {
+                region: c.region.clone(),
+                cloudlet: c.cloudlet.clone(),
                 action: a.into(),
                 at: t.to_string(),
             }),
@@ -1125,6 +1134,95 @@ where
                     .map(|c| format!("{} (moved to {})", c.reason, c.moved_to.display())),
             },
         }
+    }
+
+    /// One cloudlet's status view as of `now`; `record` is its journal record's (owned,
+    /// in-flight kind, entered_for).
+    fn build_view(
+        &self,
+        c: &CloudletRef,
+        rt: &CloudletRt,
+        record: &(
+            bool,
+            Option<crate::journal::HandshakeKind>,
+            Option<crate::journal::SpanId>,
+        ),
+        now: Timestamp,
+    ) -> CloudletView {
+        let &(owned, in_flight, entered_for) = record;
+        let spans = self.spans_of(c);
+        let current = self.current_span_given(c, now, || entered_for);
+        let next = spans
+            .iter()
+            .find(|s| s.enter_at > now && current.is_none_or(|cur| cur.start != s.start));
+        let current_json = current.and_then(|s| self.span_json_of(c, s));
+        let next_json = next.and_then(|s| self.span_json_of(c, s));
+        let in_maint = rt
+            .observed
+            .as_ref()
+            .is_some_and(|o| o.state == MaintenanceState::UnderMaintenance);
+        let (next_action, next_action_at) = match (&current_json, &next_json) {
+            (Some(s), _) => ("exit", Some(s.end.clone())),
+            (None, Some(s)) => ("enter", Some(s.enter_at.clone())),
+            (None, None) if owned => ("exit", Some(now.to_string())),
+            (None, None) => ("none", None),
+        };
+        let lead_span = current.or(next);
+        CloudletView {
+            region: c.region.clone(),
+            cloudlet: c.cloudlet.clone(),
+            observed: rt.observed.as_ref().map(|o| o.state.to_string()),
+            observed_at: rt.observed_at.clone(),
+            update_error: rt.observed.as_ref().is_some_and(|o| o.update_error),
+            desired: if current.is_some() {
+                "maintenance".into()
+            } else {
+                "normal".into()
+            },
+            owned,
+            external: in_maint && !owned,
+            released_by_hand: matches!(
+                rt.decision,
+                Some(Decision::Idle {
+                    why: IdleReason::ReleasedByHand
+                })
+            ),
+            busy: self.busy.contains(c),
+            in_flight: in_flight.map(|kind| kind.to_string()),
+            decision: rt.decision.as_ref().map(decision_label),
+            current_span: current_json,
+            next_span: next_json,
+            next_action: Some(next_action.to_string()),
+            next_action_at,
+            lead_seconds: lead_span.map(|s| s.lead.duration.as_secs()),
+            lead_source: lead_span.map(|s| s.lead.source.to_string()),
+            last_handshakes: rt.history.iter().rev().cloned().collect(),
+            last_error: rt.last_error.clone(),
+            late: current.is_some_and(|s| rt.late_span == Some(s.start)),
+            alert: rt.alert.as_ref().map(|a| a.1.clone()),
+        }
+    }
+}
+
+/// The JSON form of one cloudlet's spans.
+fn spans_json(spans: &[Span]) -> Vec<Arc<crate::plan::SpanJson>> {
+    spans.iter().map(|s| Arc::new(s.to_json())).collect()
+}
+
+/// The status form of one window file.
+fn file_view(f: &crate::windows::FileReport) -> FileView {
+    FileView {
+        path: f.path.display().to_string(),
+        status: match f.status {
+            FileStatus::Ok => "ok",
+            FileStatus::Invalid => "invalid",
+            FileStatus::Stale => "stale",
+        }
+        .into(),
+        stale: f.status == FileStatus::Stale,
+        windows: f.windows.iter().map(|w| w.id.clone()).collect(),
+        errors: f.errors.iter().map(|e| e.to_string()).collect(),
+        warnings: f.warnings.iter().map(|e| e.to_string()).collect(),
     }
 }
 

@@ -1,6 +1,13 @@
 //! The engine's published snapshot: what status endpoints, `sd_notify` STATUS= lines and tests
 //! read. Plain data with stable JSON field names; built by the engine, read-only for everyone
 //! else (shared through `tokio::sync::watch`).
+//!
+//! The parts that are large at scale are shared, not copied: the engine keeps one
+//! [`CloudletView`] per cloudlet behind an `Arc` and rebuilds only those that changed, so a
+//! publication costs a pointer per cloudlet, not a rebuild of every view (the timer loop
+//! publishes every 200 ms while things move, and must not stall on it).
+
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -17,10 +24,11 @@ pub struct StatusSnapshot {
     pub generation: u64,
     pub last_reload: Option<ReloadInfo>,
     pub windows_dir: String,
-    pub files: Vec<FileView>,
+    /// Rebuilt on reloads only.
+    pub files: Arc<Vec<FileView>>,
     pub counts: Counts,
     pub alerts: Vec<AlertView>,
-    pub cloudlets: Vec<CloudletView>,
+    pub cloudlets: Vec<Arc<CloudletView>>,
     /// The earliest planned edge (enter or exit) still ahead.
     pub next_action: Option<NextAction>,
     pub journal: JournalInfo,
@@ -113,8 +121,8 @@ pub struct CloudletView {
     pub in_flight: Option<String>,
     /// What the last evaluation decided (`enter`, `exit`, `wait`, `idle`, …).
     pub decision: Option<String>,
-    pub current_span: Option<SpanJson>,
-    pub next_span: Option<SpanJson>,
+    pub current_span: Option<Arc<SpanJson>>,
+    pub next_span: Option<Arc<SpanJson>>,
     pub next_action: Option<String>,
     pub next_action_at: Option<String>,
     pub lead_seconds: Option<u64>,

@@ -754,6 +754,7 @@ filter = "info,cloudlet_maintd=debug"
             .cloudlets
             .into_iter()
             .find(|c| c.region == REGION && c.cloudlet == key)
+            .map(|c| (*c).clone())
     }
 
     /// `GET /v1/cloudlets/EU/TDG/<name>`: (HTTP status, body).
