@@ -77,6 +77,9 @@ pub struct ScheduleConfig {
     pub lead_history: usize,
     pub max_concurrent: usize,
     pub max_concurrent_per_org: usize,
+    /// ShowCloudlet reads in flight at once (first looks, polls, verifies), apart from the
+    /// handshake caps: a read is short, but 10,000 at once would open 10,000 connections.
+    pub max_concurrent_reads: usize,
     pub shutdown_grace: Duration,
     /// How often a cloudlet is read again while a handshake runs server-side.
     pub poll_interval: Duration,
@@ -153,6 +156,7 @@ impl Default for Config {
                 lead_history: 50,
                 max_concurrent: 50,
                 max_concurrent_per_org: 10,
+                max_concurrent_reads: 64,
                 shutdown_grace: Duration::from_secs(30),
                 poll_interval: Duration::from_secs(10),
                 verify_interval: Duration::from_secs(300),
@@ -296,6 +300,11 @@ impl Config {
             &mut sc.max_concurrent_per_org,
             "max_concurrent_per_org",
         );
+        v.count_into(
+            &s.max_concurrent_reads,
+            &mut sc.max_concurrent_reads,
+            "max_concurrent_reads",
+        );
         v.duration_into(&s.shutdown_grace, &mut sc.shutdown_grace);
         v.duration_into(&s.poll_interval, &mut sc.poll_interval);
         v.duration_into(&s.verify_interval, &mut sc.verify_interval);
@@ -425,6 +434,7 @@ struct RawSchedule {
     lead_history: Option<Spanned<i64>>,
     max_concurrent: Option<Spanned<i64>>,
     max_concurrent_per_org: Option<Spanned<i64>>,
+    max_concurrent_reads: Option<Spanned<i64>>,
     shutdown_grace: Option<Spanned<String>>,
     poll_interval: Option<Spanned<String>>,
     verify_interval: Option<Spanned<String>>,

@@ -31,6 +31,9 @@ const DRAIN_AFTER_ERROR: Duration = Duration::from_secs(5);
 /// ShowCloudlet answers are refused beyond this size.
 const MAX_SHOW_BODY: usize = 64 * 1024 * 1024;
 
+/// Idle connections kept per controller host (see `McClient::new`).
+const IDLE_CONNECTIONS: usize = 64;
+
 /// Client of the Master Controller for one user. Cheap to clone: clones share the connection
 /// pool and the token.
 #[derive(Clone)]
@@ -89,6 +92,10 @@ impl McClient {
             .user_agent(concat!("cloudlet-maintd/", env!("CARGO_PKG_VERSION")))
             // A handshake may be silent for minutes; keep NAT and firewall state alive.
             .tcp_keepalive(Duration::from_secs(30))
+            // Connections kept for reuse: enough for the read and handshake caps' usual
+            // traffic; a burst above it closes the extra connections instead of keeping
+            // thousands of idle sockets and their buffers.
+            .pool_max_idle_per_host(IDLE_CONNECTIONS)
             .build()
             .map_err(|e| {
                 ClientError::Config(format!("cannot build the HTTP client: {}", chain(&e)))

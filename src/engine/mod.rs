@@ -54,6 +54,8 @@ pub struct EngineSettings {
     pub stuck_after: Duration,
     pub max_concurrent: usize,
     pub max_concurrent_per_org: usize,
+    /// ShowCloudlet reads in flight at once.
+    pub max_concurrent_reads: usize,
     pub shutdown_grace: Duration,
     pub history_cap: usize,
     /// Seed of the retry jitter (fixed in simulations, random in production).
@@ -77,6 +79,7 @@ impl EngineSettings {
             stuck_after: worst_case.duration(true),
             max_concurrent: s.max_concurrent,
             max_concurrent_per_org: s.max_concurrent_per_org,
+            max_concurrent_reads: s.max_concurrent_reads,
             shutdown_grace: s.shutdown_grace,
             history_cap: s.lead_history,
             jitter_seed: rand_seed(),
@@ -308,6 +311,8 @@ struct WorkerCtx<C, K> {
     journal: JournalHandle,
     settings: EngineSettings,
     global: Arc<Semaphore>,
+    /// Caps ShowCloudlet reads (`max_concurrent_reads`).
+    reads: Semaphore,
 }
 
 struct Engine<C, K, L> {
@@ -391,6 +396,7 @@ where
             .read(|j| LearnedLeads::from_journal(settings.lead.clone(), settings.worst_case, j));
         let now = parts.clock.now();
         let global = Arc::new(Semaphore::new(settings.max_concurrent.max(1)));
+        let reads = Semaphore::new(settings.max_concurrent_reads.max(1));
         let rng = settings.jitter_seed | 1;
         Engine {
             ctx: Arc::new(WorkerCtx {
@@ -399,6 +405,7 @@ where
                 journal: parts.journal,
                 settings,
                 global,
+                reads,
             }),
             lifecycle: parts.lifecycle,
             status_tx,

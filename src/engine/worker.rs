@@ -145,7 +145,13 @@ async fn show<C: Controller, K: Clock>(
     // A read after a handshake is worth a couple of quick retries: it decides what we record.
     let mut last = None;
     for attempt in 0..3u32 {
-        match ctx.controller.show_cloudlet(region, key).await {
+        let read = async {
+            // Reads are capped apart from handshakes; a closed semaphore never happens (the
+            // engine never closes it), and would only lift the cap.
+            let _permit = ctx.reads.acquire().await.ok();
+            ctx.controller.show_cloudlet(region, key).await
+        };
+        match read.await {
             Ok(s) => return Ok(s),
             Err(e) if e.is_retryable() && attempt < 2 => {
                 last = Some(e);
