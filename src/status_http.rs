@@ -29,6 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::body::Bytes;
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -83,6 +84,55 @@ struct AppState {
     plan: watch::Receiver<PublishedPlan>,
     metrics: Arc<Metrics>,
     token: Option<Arc<Secret>>,
+    bodies: Arc<SnapshotBodies>,
+}
+
+/// A body serialized from one snapshot, kept while that snapshot is the current one.
+type CachedBody = tokio::sync::Mutex<Option<(std::sync::Weak<StatusSnapshot>, Bytes)>>;
+
+/// The JSON bodies of `/v1/status` and `/v1/cloudlets`, serialized once per published snapshot
+/// and shared by every request until the next one: at 10,000 cloudlets a body is ~8 MB and
+/// takes tens of milliseconds to serialize, and the engine publishes at most every 200 ms.
+#[derive(Default)]
+struct SnapshotBodies {
+    status: CachedBody,
+    cloudlets: CachedBody,
+}
+
+/// `slot`'s body if it was made from `snapshot`, else `make(snapshot)` (stored for the next
+/// request). Concurrent requests for a new snapshot wait for one serialization.
+async fn cached_json(
+    slot: &CachedBody,
+    snapshot: &Arc<StatusSnapshot>,
+    make: impl FnOnce(&StatusSnapshot) -> serde_json::Result<Vec<u8>>,
+) -> Response {
+    let mut cached = slot.lock().await;
+    let body = match &*cached {
+        // A `Weak` keeps the allocation, so its address cannot be reused by a later snapshot.
+        Some((weak, body)) if std::ptr::eq(weak.as_ptr(), Arc::as_ptr(snapshot)) => body.clone(),
+        _ => match make(snapshot) {
+            Ok(bytes) => {
+                let body = Bytes::from(bytes);
+                *cached = Some((Arc::downgrade(snapshot), body.clone()));
+                body
+            }
+            Err(e) => {
+                return error_response(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    &format!("cannot serialize the status: {e}"),
+                );
+            }
+        },
+    };
+    drop(cached);
+    let mut response = (StatusCode::OK, body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
 }
 
 impl AppState {
@@ -111,6 +161,7 @@ pub async fn serve(
         plan: sources.plan,
         metrics: sources.metrics,
         token: token.map(Arc::new),
+        bodies: Arc::new(SnapshotBodies::default()),
     });
     tracing::info!(listen = %local, authenticated, "status endpoint listening");
 
@@ -280,11 +331,16 @@ fn tick_health(last_tick: &str, now: Timestamp) -> Result<(), String> {
 }
 
 async fn full_status(State(state): State<AppState>) -> Response {
-    json_response(StatusCode::OK, &*state.snapshot())
+    let snapshot = state.snapshot();
+    cached_json(&state.bodies.status, &snapshot, |s| serde_json::to_vec(s)).await
 }
 
 async fn cloudlets(State(state): State<AppState>) -> Response {
-    json_response(StatusCode::OK, &state.snapshot().cloudlets)
+    let snapshot = state.snapshot();
+    cached_json(&state.bodies.cloudlets, &snapshot, |s| {
+        serde_json::to_vec(&s.cloudlets)
+    })
+    .await
 }
 
 async fn one_cloudlet(

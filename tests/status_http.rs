@@ -286,3 +286,29 @@ fn exposure_off_loopback_needs_a_token_or_consent() {
     let err = check_exposure(&status_config("127.0.0.1:7647", Some("  "), false)).unwrap_err();
     assert!(err.contains("status.token is empty"), "{err}");
 }
+
+#[tokio::test]
+async fn bodies_follow_each_new_snapshot() {
+    // The JSON bodies are serialized once per snapshot and shared: a new snapshot must never
+    // be answered with the previous one's body.
+    let first = snapshot(ago(30));
+    let server = Server::start(first.clone(), None).await;
+    let http = client();
+    for _ in 0..2 {
+        let (_, body) = get(&http, &server.url("/v1/status"), None).await;
+        assert_eq!(body["last_tick"], first.last_tick);
+        let (_, body) = get(&http, &server.url("/v1/cloudlets"), None).await;
+        assert_eq!(body.as_array().map(Vec::len), Some(2));
+    }
+
+    let mut second = snapshot(ago(1));
+    second.cloudlets.truncate(1);
+    server.status.send_replace(Arc::new(second.clone()));
+    let (_, body) = get(&http, &server.url("/v1/status"), None).await;
+    assert_eq!(body["last_tick"], second.last_tick);
+    assert_ne!(second.last_tick, first.last_tick);
+    let (_, body) = get(&http, &server.url("/v1/cloudlets"), None).await;
+    assert_eq!(body.as_array().map(Vec::len), Some(1));
+
+    server.stop().await;
+}
