@@ -218,18 +218,24 @@ fn expand(
             }
         }
         Schedule::Cron { cron, .. } => {
-            for civil_start in cron
-                .iter_from(civil_from, croner::Direction::Forward)
-                .take(MAX_OCCURRENCES)
-            {
+            // What `cron.iter_from(civil_from, Forward)` yields (the first search inclusive, the
+            // next ones from the last start, exclusive; stop at the first error), without the
+            // copy of the whole `Cron` it makes.
+            let mut next = cron.find_next_occurrence(&civil_from, true);
+            let mut found = 0;
+            while let Ok(civil_start) = next {
                 // Starts come in civil order: once past `not_after`, all the rest are too.
-                if civil_start > civil_until || w.not_after.is_some_and(|a| civil_start.date() > a)
+                if found == MAX_OCCURRENCES
+                    || civil_start > civil_until
+                    || w.not_after.is_some_and(|a| civil_start.date() > a)
                 {
                     break;
                 }
+                found += 1;
                 if consider(civil_start) && first_only {
                     break;
                 }
+                next = cron.find_next_occurrence(&civil_start, false);
             }
         }
     }

@@ -13,6 +13,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::ops::Range;
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use croner::parser::{CronParser, Seconds, Year};
@@ -48,9 +49,38 @@ pub fn cron_parser() -> CronParser {
         .build()
 }
 
+/// Parsed cron patterns by their text, shared by the files of one load. croner's parse is
+/// costly (its year field alone is a bitmap of 5,000 entries, built bit by bit) and so is a
+/// copy of its result, while a directory tends to repeat a few patterns.
+#[derive(Default)]
+pub struct CronCache {
+    parsed: HashMap<String, Arc<croner::Cron>>,
+}
+
+impl CronCache {
+    fn parse(&mut self, text: &str) -> Result<Arc<croner::Cron>, croner::errors::CronError> {
+        if let Some(cron) = self.parsed.get(text) {
+            return Ok(Arc::clone(cron));
+        }
+        let cron = Arc::new(cron_parser().parse(text)?);
+        self.parsed.insert(text.to_string(), Arc::clone(&cron));
+        Ok(cron)
+    }
+}
+
 /// Parses and validates `text` (the content of `path`). `now` is only used for warnings about
 /// the past and for sampling recurrences.
 pub fn parse_file(path: &Path, text: &str, now: Timestamp) -> ParsedFile {
+    parse_file_with(path, text, now, &mut CronCache::default())
+}
+
+/// [`parse_file`], reusing (and adding to) the cron patterns parsed for earlier files.
+pub fn parse_file_with(
+    path: &Path,
+    text: &str,
+    now: Timestamp,
+    crons: &mut CronCache,
+) -> ParsedFile {
     let mut out = ParsedFile::default();
     let raw: RawFile = match toml::from_str(text) {
         Ok(raw) => raw,
@@ -75,6 +105,7 @@ pub fn parse_file(path: &Path, text: &str, now: Timestamp) -> ParsedFile {
             path,
             text,
             lines: &lines,
+            crons: &mut *crons,
             errors: Vec::new(),
             warnings: Vec::new(),
         };
@@ -146,6 +177,7 @@ struct WindowValidator<'a> {
     path: &'a Path,
     text: &'a str,
     lines: &'a LineIndex<'a>,
+    crons: &'a mut CronCache,
     errors: Vec<Diagnostic>,
     warnings: Vec<Diagnostic>,
 }
@@ -282,10 +314,10 @@ impl WindowValidator<'_> {
                 None
             }
             (Some(start), None) => self.civil_datetime(&start).map(Schedule::Once),
-            (None, Some(cron)) => match cron_parser().parse(cron.get_ref()) {
+            (None, Some(cron)) => match self.crons.parse(cron.get_ref()) {
                 Ok(parsed) => Some(Schedule::Cron {
                     pattern: cron.get_ref().trim().to_string(),
-                    cron: Box::new(parsed),
+                    cron: parsed,
                 }),
                 Err(e) => {
                     self.err(
