@@ -15,7 +15,9 @@
 //! `duration` is elapsed time: `end = start + duration`, so a window across a DST change lasts
 //! exactly as long as declared.
 
+use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
 
 use jiff::civil;
 use jiff::tz::{AmbiguousOffset, TimeZone};
@@ -94,12 +96,12 @@ pub fn occurrences(
     from: Timestamp,
     until: Timestamp,
 ) -> (Vec<Occurrence>, Vec<Skipped>) {
-    expand(w, from, until, false)
+    expand(w, from, until, false, None)
 }
 
 /// True when `w` has at least one occurrence overlapping `[from, until)`; stops at the first.
 pub fn any_occurrence(w: &Window, from: Timestamp, until: Timestamp) -> bool {
-    !expand(w, from, until, true).0.is_empty()
+    !expand(w, from, until, true, None).0.is_empty()
 }
 
 /// False when no two occurrences of `w` whose starts lie around `[from, until)` can overlap,
@@ -161,12 +163,79 @@ fn min_civil_gap(p: &croner::CronPattern) -> Option<SignedDuration> {
     Some(SignedDuration::from_secs(gap.min(DAY - last + first)))
 }
 
+/// The civil starts of cron patterns over civil ranges, for the windows of one `plan`: windows
+/// with the same pattern (the same parsed `Cron`), zone and duration search the same range, and
+/// croner's search is most of the cost of planning.
+#[derive(Default)]
+pub struct StartsCache {
+    /// By the address of the `Cron` (held in the entry, so never reused while the cache lives)
+    /// and the civil range.
+    starts: HashMap<StartsKey, (Arc<croner::Cron>, Arc<[civil::DateTime]>)>,
+}
+
+type StartsKey = (usize, civil::DateTime, civil::DateTime);
+
+impl StartsCache {
+    fn starts(
+        &mut self,
+        cron: &Arc<croner::Cron>,
+        civil_from: civil::DateTime,
+        civil_until: civil::DateTime,
+    ) -> Arc<[civil::DateTime]> {
+        let key = (Arc::as_ptr(cron) as usize, civil_from, civil_until);
+        let (_, list) = self.starts.entry(key).or_insert_with(|| {
+            let mut list = Vec::new();
+            for_each_start(cron, civil_from, civil_until, |c| {
+                list.push(c);
+                true
+            });
+            (Arc::clone(cron), list.into())
+        });
+        Arc::clone(list)
+    }
+}
+
+/// [`occurrences`], with the civil starts of its pattern taken from (or added to) `cache`.
+pub fn occurrences_cached(
+    w: &Window,
+    from: Timestamp,
+    until: Timestamp,
+    cache: &mut StartsCache,
+) -> (Vec<Occurrence>, Vec<Skipped>) {
+    expand(w, from, until, false, Some(cache))
+}
+
+/// Calls `each` with the starts of `cron` from `civil_from` (inclusive) up to `civil_until`, in
+/// order, until it returns false: what `cron.iter_from(civil_from, Forward)` yields (the first
+/// search inclusive, the next ones exclusive from the last start; stop at the first error),
+/// at most [`MAX_OCCURRENCES`], without the copy of the whole `Cron` that `iter_from` makes.
+fn for_each_start(
+    cron: &croner::Cron,
+    civil_from: civil::DateTime,
+    civil_until: civil::DateTime,
+    mut each: impl FnMut(civil::DateTime) -> bool,
+) {
+    let mut next = cron.find_next_occurrence(&civil_from, true);
+    let mut found = 0;
+    while let Ok(civil_start) = next {
+        if found == MAX_OCCURRENCES || civil_start > civil_until {
+            break;
+        }
+        found += 1;
+        if !each(civil_start) {
+            break;
+        }
+        next = cron.find_next_occurrence(&civil_start, false);
+    }
+}
+
 /// [`occurrences`], or only up to the first occurrence found when `first_only`.
 fn expand(
     w: &Window,
     from: Timestamp,
     until: Timestamp,
     first_only: bool,
+    starts: Option<&mut StartsCache>,
 ) -> (Vec<Occurrence>, Vec<Skipped>) {
     let mut out = Vec::new();
     let mut skipped = Vec::new();
@@ -218,24 +287,22 @@ fn expand(
             }
         }
         Schedule::Cron { cron, .. } => {
-            // What `cron.iter_from(civil_from, Forward)` yields (the first search inclusive, the
-            // next ones from the last start, exclusive; stop at the first error), without the
-            // copy of the whole `Cron` it makes.
-            let mut next = cron.find_next_occurrence(&civil_from, true);
-            let mut found = 0;
-            while let Ok(civil_start) = next {
-                // Starts come in civil order: once past `not_after`, all the rest are too.
-                if found == MAX_OCCURRENCES
-                    || civil_start > civil_until
-                    || w.not_after.is_some_and(|a| civil_start.date() > a)
-                {
-                    break;
+            // Starts come in civil order: once past `not_after`, all the rest are too.
+            let mut each = |civil_start: civil::DateTime| {
+                if w.not_after.is_some_and(|a| civil_start.date() > a) {
+                    return false;
                 }
-                found += 1;
-                if consider(civil_start) && first_only {
-                    break;
+                !(consider(civil_start) && first_only)
+            };
+            match starts {
+                Some(cache) => {
+                    for &civil_start in cache.starts(cron, civil_from, civil_until).iter() {
+                        if !each(civil_start) {
+                            break;
+                        }
+                    }
                 }
-                next = cron.find_next_occurrence(&civil_start, false);
+                None => for_each_start(cron, civil_from, civil_until, each),
             }
         }
     }
@@ -335,5 +402,42 @@ mod tests {
             }
         }
         assert!(fast > 100, "{fast}");
+    }
+
+    /// Windows sharing a pattern share its starts, and get the same occurrences as alone.
+    #[test]
+    fn cached_starts_give_the_same_occurrences() {
+        let now = Timestamp::from_str("2026-11-29T12:00:00Z").unwrap();
+        let mut text = String::new();
+        let bodies = [
+            "cron = \"30 2 * * Sun\"\ntimezone = \"Europe/Berlin\"\nduration = \"4h\"",
+            "cron = \"30 2 * * Sun\"\ntimezone = \"Europe/Berlin\"\nduration = \"4h\"\ndst_gap = \"skip\"",
+            "cron = \"30 2 * * Sun\"\ntimezone = \"Europe/Berlin\"\nduration = \"4h\"\nskip = [\"2027-03-28\"]",
+            "cron = \"30 2 * * Sun\"\ntimezone = \"Europe/Berlin\"\nduration = \"4h\"\nnot_after = \"2027-02-01\"",
+            "cron = \"30 2 * * Sun\"\ntimezone = \"America/New_York\"\nduration = \"4h\"",
+            "cron = \"30 2 * * Sun\"\ntimezone = \"Europe/Berlin\"\nduration = \"30h\"",
+            "cron = \"0 0 L * *\"\nduration = \"1h\"",
+        ];
+        for (i, body) in bodies.iter().enumerate() {
+            text.push_str(&format!(
+                "[[window]]\nid = \"w{i}\"\nregion = \"EU\"\ncloudlets = [\"O/c\"]\n{body}\n\n"
+            ));
+        }
+        let parsed = parse_file(Path::new("t.toml"), &text, now);
+        assert!(parsed.errors.is_empty(), "{:?}", parsed.errors);
+        let mut cache = StartsCache::default();
+        for (from, days) in [("2026-11-29T12:00:00Z", 14), ("2027-03-20T00:00:00Z", 30)] {
+            let from = Timestamp::from_str(from).unwrap();
+            let until = plus(from, SignedDuration::from_hours(24 * days));
+            for w in &parsed.windows {
+                assert_eq!(
+                    occurrences_cached(w, from, until, &mut cache),
+                    occurrences(w, from, until),
+                    "{}",
+                    w.id
+                );
+            }
+        }
+        assert!(cache.starts.len() < 2 * parsed.windows.len());
     }
 }

@@ -55,9 +55,25 @@ pub fn cron_parser() -> CronParser {
 #[derive(Default)]
 pub struct CronCache {
     parsed: HashMap<String, Arc<croner::Cron>>,
+    /// Whether a pattern ever matches, by the address of its `Cron`; the entry holds the `Cron`
+    /// too, so that the address cannot be reused for another one while the cache lives.
+    ever_matches: HashMap<usize, (Arc<croner::Cron>, bool)>,
 }
 
 impl CronCache {
+    /// Does the pattern ever match, ignoring skip dates and bounds? One search per pattern.
+    fn ever_matches(&mut self, cron: &Arc<croner::Cron>) -> bool {
+        let entry = self
+            .ever_matches
+            .entry(Arc::as_ptr(cron) as usize)
+            .or_insert_with(|| {
+                let probe = civil::date(2000, 1, 1).at(0, 0, 0, 0);
+                let matches = cron.find_next_occurrence(&probe, true).is_ok();
+                (Arc::clone(cron), matches)
+            });
+        entry.1
+    }
+
     fn parse(&mut self, text: &str) -> Result<Arc<croner::Cron>, croner::errors::CronError> {
         if let Some(cron) = self.parsed.get(text) {
             return Ok(Arc::clone(cron));
@@ -470,8 +486,7 @@ impl WindowValidator<'_> {
             }
             Schedule::Cron { pattern, cron } => {
                 // Does the pattern ever match, ignoring skip dates and bounds?
-                let probe = civil::date(2000, 1, 1).at(0, 0, 0, 0);
-                if cron.find_next_occurrence(&probe, true).is_err() {
+                if !self.crons.ever_matches(cron) {
                     self.err(at, format!("cron pattern \"{pattern}\" never matches"));
                     return;
                 }
