@@ -188,9 +188,14 @@ pub fn plan<'w>(
     // see spans whose enter_at falls before `until`.
     let lookback = SignedDuration::from_hours(24);
     let lookahead = SignedDuration::from_hours(24);
+    let mut starts = occurrences::StartsCache::default();
     for w in &windows {
-        let (occ, skip) =
-            occurrences::occurrences(w, minus(from, lookback), plus(until, lookahead));
+        let (occ, skip) = occurrences::occurrences_cached(
+            w,
+            minus(from, lookback),
+            plus(until, lookahead),
+            &mut starts,
+        );
         for cloudlet in &w.cloudlets {
             let key = CloudletRef {
                 region: w.region.clone(),

@@ -21,8 +21,8 @@ mod windows_gen;
 
 use std::process::ExitCode;
 
-const USAGE: &str =
-    "usage: cloudlet-maintd-bench <lead|firing|planning|fanout|status-load|all> [--quick]";
+const USAGE: &str = "usage: cloudlet-maintd-bench <lead|firing|planning|fanout|status-load|all> [--quick]
+       cloudlet-maintd-bench planning [--quick] --load-only   (load and plan in process; no daemon)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();

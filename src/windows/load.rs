@@ -5,7 +5,8 @@
 //! package-manager leftovers (`foo.toml~`, `.dpkg-new`, `.swp`, …) are ignored and reported at
 //! info. Each file is parsed alone; a bad file is skipped, and **if the previous load accepted
 //! it, its previous windows stay in force** (marked stale), so a typo never ends an open window.
-//! Removing a file is a deliberate cancel.
+//! Removing a file is a deliberate cancel. A file whose bytes have not changed since the
+//! previous load accepted it is not parsed again.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -13,7 +14,7 @@ use std::path::{Path, PathBuf};
 use jiff::Timestamp;
 
 use super::Window;
-use super::parse::parse_file;
+use super::parse::{CronCache, parse_file_with};
 use crate::diag::Diagnostic;
 
 /// The state of one file after a load.
@@ -169,12 +170,37 @@ pub fn load_dir(dir: &Path, previous: Option<&Catalog>, now: Timestamp) -> Catal
         .unwrap_or_default();
     // Window id -> file that declared it first (in name order).
     let mut taken: HashMap<String, PathBuf> = HashMap::new();
+    let mut crons = CronCache::default();
 
     for (_, path) in names {
         let prev = previous_by_path.get(path.as_path()).copied();
         let mut report = match std::fs::read_to_string(&path) {
+            // Unchanged since a load that accepted it: its windows and warnings are reused, not
+            // parsed again (a reload after one edit then costs reading the files). Validity does
+            // not depend on `now`, so the status is the same; the few warnings that do (a one-off
+            // that has ended, a recurrence without occurrence or overlapping itself in the next
+            // 400 days) are kept as of the load that parsed the file, and are recomputed when
+            // the file changes or on a load without a previous catalog (start, `check`, `plan`).
+            // The duplicate-id check across files below runs again either way.
+            Ok(text)
+                if prev.is_some_and(|p| {
+                    p.status == FileStatus::Ok && p.content.as_deref() == Some(text.as_str())
+                }) =>
+            {
+                let (windows, warnings) = prev
+                    .map(|p| (p.windows.clone(), p.warnings.clone()))
+                    .unwrap_or_default();
+                FileReport {
+                    path: path.clone(),
+                    status: FileStatus::Ok,
+                    windows,
+                    errors: Vec::new(),
+                    warnings,
+                    content: Some(text),
+                }
+            }
             Ok(text) => {
-                let parsed = parse_file(&path, &text, now);
+                let parsed = parse_file_with(&path, &text, now, &mut crons);
                 FileReport {
                     status: if parsed.errors.is_empty() {
                         FileStatus::Ok
@@ -233,4 +259,113 @@ pub fn load_dir(dir: &Path, previous: Option<&Catalog>, now: Timestamp) -> Catal
         catalog.files.push(report);
     }
     catalog
+}
+
+#[cfg(test)]
+mod tests {
+    use std::str::FromStr;
+
+    use super::*;
+
+    fn window(id: &str, duration: &str) -> String {
+        format!(
+            "[[window]]\nid = \"{id}\"\nregion = \"EU\"\ncloudlets = [\"O/{id}\"]\ncron = \"0 2 * * Sun\"\nduration = \"{duration}\"\n"
+        )
+    }
+
+    /// Name, status, windows, errors, warnings.
+    type Summary = (String, FileStatus, Vec<String>, Vec<String>, Vec<String>);
+
+    fn summary(c: &Catalog) -> Vec<Summary> {
+        c.files
+            .iter()
+            .map(|f| {
+                (
+                    f.path.file_name().unwrap().to_string_lossy().into_owned(),
+                    f.status,
+                    f.windows
+                        .iter()
+                        .map(|w| format!("{}@{}:{:?}", w.id, w.line, w.duration))
+                        .collect(),
+                    f.errors.iter().map(ToString::to_string).collect(),
+                    f.warnings.iter().map(ToString::to_string).collect(),
+                )
+            })
+            .collect()
+    }
+
+    /// A reload that reuses unchanged files ends where a load from scratch ends.
+    #[test]
+    fn a_reload_reusing_unchanged_files_matches_a_full_load() {
+        let now = Timestamp::from_str("2026-11-29T12:00:00Z").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: &str| std::fs::write(dir.path().join(name), text).unwrap();
+        write(
+            "10-a.toml",
+            &(window("a", "4h") + "\n" + &window("a2", "10d")),
+        );
+        write("20-b.toml", &window("b", "4h"));
+        write("30-c.toml", &window("c", "4h"));
+        let mut previous = load_dir(dir.path(), None, now);
+        assert!(previous.all_valid());
+        let steps: Vec<(&str, String)> = vec![
+            // An edit of one file.
+            ("20-b.toml", window("b", "5h")),
+            // An unchanged file now clashes with an edited one before it: its previous (still
+            // valid) version stays, stale.
+            ("10-a.toml", window("a", "4h") + "\n" + &window("c", "4h")),
+            // The clash resolved.
+            ("10-a.toml", window("a", "4h")),
+            // A typo: the last good version stays.
+            ("30-c.toml", window("c", "4 hourz")),
+            ("30-c.toml", window("c", "6h")),
+        ];
+        for (name, text) in steps {
+            write(name, &text);
+            let reloaded = load_dir(dir.path(), Some(&previous), now);
+            let fresh = load_dir(dir.path(), None, now);
+            let stale: Vec<_> = reloaded
+                .files
+                .iter()
+                .filter(|f| f.status == FileStatus::Stale)
+                .map(|f| f.path.clone())
+                .collect();
+            // A load from scratch has no last good version to keep: compare the others.
+            let comparable = |c: &Catalog| {
+                summary(c)
+                    .into_iter()
+                    .zip(&c.files)
+                    .filter(|(_, f)| !stale.contains(&f.path))
+                    .map(|(s, _)| s)
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(comparable(&reloaded), comparable(&fresh), "after {name}");
+            previous = reloaded;
+        }
+    }
+
+    #[test]
+    fn an_unchanged_file_that_now_clashes_keeps_its_last_good_version() {
+        let now = Timestamp::from_str("2026-11-29T12:00:00Z").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: &str| std::fs::write(dir.path().join(name), text).unwrap();
+        write("10-a.toml", &window("a", "4h"));
+        write("20-b.toml", &window("b", "4h"));
+        let first = load_dir(dir.path(), None, now);
+        write(
+            "10-a.toml",
+            &(window("a", "4h") + "\n" + &window("b", "4h")),
+        );
+        let second = load_dir(dir.path(), Some(&first), now);
+        let b = &second.files[1];
+        assert_eq!(b.status, FileStatus::Stale);
+        assert_eq!(b.windows.len(), 1);
+        assert!(
+            b.errors[0]
+                .to_string()
+                .contains("duplicate window id \"b\": already declared in"),
+            "{:?}",
+            b.errors
+        );
+    }
 }

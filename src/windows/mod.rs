@@ -12,6 +12,7 @@ pub mod parse;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::civil;
@@ -53,10 +54,11 @@ pub struct Window {
 pub enum Schedule {
     /// A single start (`start = "2026-12-06T02:00"`).
     Once(civil::DateTime),
-    /// Recurring starts (`cron = "0 2 * * Sun"`), croner dialect.
+    /// Recurring starts (`cron = "0 2 * * Sun"`), croner dialect. Windows of one load that
+    /// write the same pattern share one parsed `Cron`.
     Cron {
         pattern: String,
-        cron: Box<croner::Cron>,
+        cron: Arc<croner::Cron>,
     },
 }
 

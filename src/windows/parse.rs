@@ -4,11 +4,16 @@
 //! and all findings of a file are reported together so that an operator fixes them in one pass.
 //! Errors make the file invalid; warnings (overlapping recurrences, very long windows, a one-off
 //! wholly in the past) are shown by `check` but do not reject the file.
+//!
+//! Cost is linear in the file: positions come from a line index built once per file, duplicate
+//! ids from a hash map, and a recurrence is only expanded over its next 400 days (to find where
+//! it overlaps itself) when the gaps between its starts could be shorter than its duration.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::ops::Range;
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use croner::parser::{CronParser, Seconds, Year};
@@ -44,9 +49,54 @@ pub fn cron_parser() -> CronParser {
         .build()
 }
 
+/// Parsed cron patterns by their text, shared by the files of one load. croner's parse is
+/// costly (its year field alone is a bitmap of 5,000 entries, built bit by bit) and so is a
+/// copy of its result, while a directory tends to repeat a few patterns.
+#[derive(Default)]
+pub struct CronCache {
+    parsed: HashMap<String, Arc<croner::Cron>>,
+    /// Whether a pattern ever matches, by the address of its `Cron`; the entry holds the `Cron`
+    /// too, so that the address cannot be reused for another one while the cache lives.
+    ever_matches: HashMap<usize, (Arc<croner::Cron>, bool)>,
+}
+
+impl CronCache {
+    /// Does the pattern ever match, ignoring skip dates and bounds? One search per pattern.
+    fn ever_matches(&mut self, cron: &Arc<croner::Cron>) -> bool {
+        let entry = self
+            .ever_matches
+            .entry(Arc::as_ptr(cron) as usize)
+            .or_insert_with(|| {
+                let probe = civil::date(2000, 1, 1).at(0, 0, 0, 0);
+                let matches = cron.find_next_occurrence(&probe, true).is_ok();
+                (Arc::clone(cron), matches)
+            });
+        entry.1
+    }
+
+    fn parse(&mut self, text: &str) -> Result<Arc<croner::Cron>, croner::errors::CronError> {
+        if let Some(cron) = self.parsed.get(text) {
+            return Ok(Arc::clone(cron));
+        }
+        let cron = Arc::new(cron_parser().parse(text)?);
+        self.parsed.insert(text.to_string(), Arc::clone(&cron));
+        Ok(cron)
+    }
+}
+
 /// Parses and validates `text` (the content of `path`). `now` is only used for warnings about
 /// the past and for sampling recurrences.
 pub fn parse_file(path: &Path, text: &str, now: Timestamp) -> ParsedFile {
+    parse_file_with(path, text, now, &mut CronCache::default())
+}
+
+/// [`parse_file`], reusing (and adding to) the cron patterns parsed for earlier files.
+pub fn parse_file_with(
+    path: &Path,
+    text: &str,
+    now: Timestamp,
+    crons: &mut CronCache,
+) -> ParsedFile {
     let mut out = ParsedFile::default();
     let raw: RawFile = match toml::from_str(text) {
         Ok(raw) => raw,
@@ -62,18 +112,22 @@ pub fn parse_file(path: &Path, text: &str, now: Timestamp) -> ParsedFile {
             "no [[window]] tables in this file",
         ));
     }
-    let mut ids_in_file: Vec<(String, usize)> = Vec::new();
+    let lines = LineIndex::new(text);
+    // Window id -> line of its first declaration in this file.
+    let mut ids_in_file: HashMap<String, usize> = HashMap::new();
     for table in raw.window {
         let span = table.span();
         let mut v = WindowValidator {
             path,
             text,
+            lines: &lines,
+            crons: &mut *crons,
             errors: Vec::new(),
             warnings: Vec::new(),
         };
         let window = v.validate(table.into_inner(), span, now);
         if let Some(w) = &window {
-            if let Some((_, first_line)) = ids_in_file.iter().find(|(id, _)| *id == w.id) {
+            if let Some(first_line) = ids_in_file.get(&w.id) {
                 v.errors.push(Diagnostic::new(
                     path,
                     Some(diag::LineCol {
@@ -86,7 +140,7 @@ pub fn parse_file(path: &Path, text: &str, now: Timestamp) -> ParsedFile {
                     ),
                 ));
             } else {
-                ids_in_file.push((w.id.clone(), w.line));
+                ids_in_file.insert(w.id.clone(), w.line);
             }
         }
         out.errors.append(&mut v.errors);
@@ -101,51 +155,82 @@ pub fn parse_file(path: &Path, text: &str, now: Timestamp) -> ParsedFile {
     out
 }
 
+/// The start of every line of a text, so that a byte offset becomes a line and column with a
+/// binary search instead of a scan from the start of the file (which made a file of many windows
+/// quadratic). Agrees with [`diag::line_col`].
+struct LineIndex<'a> {
+    text: &'a str,
+    starts: Vec<usize>,
+}
+
+impl<'a> LineIndex<'a> {
+    fn new(text: &'a str) -> Self {
+        let starts = std::iter::once(0)
+            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+            .collect();
+        LineIndex { text, starts }
+    }
+
+    fn line_col(&self, offset: usize) -> diag::LineCol {
+        let offset = offset.min(self.text.len());
+        if !self.text.is_char_boundary(offset) {
+            return diag::line_col(self.text, offset);
+        }
+        // Lines starting at or before `offset`: 1-based line number (the first starts at 0).
+        let line = self.starts.partition_point(|&s| s <= offset);
+        let line_start = self.starts.get(line.wrapping_sub(1)).copied().unwrap_or(0);
+        let col = self
+            .text
+            .get(line_start..offset)
+            .map(|s| s.chars().count())
+            .unwrap_or(0)
+            + 1;
+        diag::LineCol { line, col }
+    }
+}
+
 struct WindowValidator<'a> {
     path: &'a Path,
     text: &'a str,
+    lines: &'a LineIndex<'a>,
+    crons: &'a mut CronCache,
     errors: Vec<Diagnostic>,
     warnings: Vec<Diagnostic>,
 }
 
 impl WindowValidator<'_> {
     fn err(&mut self, span: Range<usize>, message: impl Into<String>) {
-        self.errors.push(Diagnostic::at_span(
-            self.path,
-            self.text,
-            Some(span),
-            message,
-        ));
+        let at = self.lines.line_col(span.start);
+        self.errors
+            .push(Diagnostic::new(self.path, Some(at), message));
     }
 
     fn warn(&mut self, span: Range<usize>, message: impl Into<String>) {
-        self.warnings.push(Diagnostic::at_span(
-            self.path,
-            self.text,
-            Some(span),
-            message,
-        ));
+        let at = self.lines.line_col(span.start);
+        self.warnings
+            .push(Diagnostic::new(self.path, Some(at), message));
     }
 
-    /// The `[[window]]` header line for a table whose body starts at `span.start`.
-    fn header_line(&self, span: &Range<usize>) -> usize {
-        let before = self.text.get(..span.start).unwrap_or("");
-        match before.rfind("[[window]]") {
-            Some(i) => diag::line_col(self.text, i).line,
-            None => diag::line_col(self.text, span.start).line,
+    /// The offset of the `[[window]]` header of a table whose span is `span`. The span of a
+    /// table in an array of tables starts at its own header; should it ever start after it, the
+    /// nearest header before the span is the table's.
+    fn header_offset(&self, span: &Range<usize>) -> usize {
+        let rest = self.text.get(span.start..).unwrap_or("");
+        if rest.trim_start().starts_with("[[") {
+            return span.start + (rest.len() - rest.trim_start().len());
         }
+        self.text
+            .get(..span.start)
+            .and_then(|b| b.rfind("[[window]]"))
+            .unwrap_or(span.start)
     }
 
     fn validate(&mut self, raw: RawWindow, span: Range<usize>, now: Timestamp) -> Option<Window> {
-        let line = self.header_line(&span);
         let header_span = {
-            let at = self
-                .text
-                .get(..span.start)
-                .and_then(|b| b.rfind("[[window]]"))
-                .unwrap_or(span.start);
+            let at = self.header_offset(&span);
             at..at + 1
         };
+        let line = self.lines.line_col(header_span.start).line;
         let errors_before = self.errors.len();
 
         let id = match raw.id {
@@ -245,10 +330,10 @@ impl WindowValidator<'_> {
                 None
             }
             (Some(start), None) => self.civil_datetime(&start).map(Schedule::Once),
-            (None, Some(cron)) => match cron_parser().parse(cron.get_ref()) {
+            (None, Some(cron)) => match self.crons.parse(cron.get_ref()) {
                 Ok(parsed) => Some(Schedule::Cron {
                     pattern: cron.get_ref().trim().to_string(),
-                    cron: Box::new(parsed),
+                    cron: parsed,
                 }),
                 Err(e) => {
                     self.err(
@@ -401,22 +486,23 @@ impl WindowValidator<'_> {
             }
             Schedule::Cron { pattern, cron } => {
                 // Does the pattern ever match, ignoring skip dates and bounds?
-                let probe = civil::date(2000, 1, 1).at(0, 0, 0, 0);
-                if cron.find_next_occurrence(&probe, true).is_err() {
+                if !self.crons.ever_matches(cron) {
                     self.err(at, format!("cron pattern \"{pattern}\" never matches"));
                     return;
                 }
                 let until = plus(now, SignedDuration::from_hours(24 * 400));
+                if !occurrences::may_overlap(w, now, until) {
+                    // No two starts can be closer than the duration: only whether there is an
+                    // occurrence at all matters, and the first one answers that.
+                    if w.not_after.is_some() && !occurrences::any_occurrence(w, now, until) {
+                        self.warn_no_occurrence(w, at);
+                    }
+                    return;
+                }
                 let (occ, _) = occurrences::occurrences(w, now, until);
                 if occ.is_empty() {
                     if w.not_after.is_some() {
-                        self.warn(
-                            at,
-                            format!(
-                                "window \"{}\" has no occurrence in the next 400 days (not_after has passed?)",
-                                w.id
-                            ),
-                        );
+                        self.warn_no_occurrence(w, at);
                     }
                     return;
                 }
@@ -438,6 +524,16 @@ impl WindowValidator<'_> {
                 }
             }
         }
+    }
+
+    fn warn_no_occurrence(&mut self, w: &Window, at: Range<usize>) {
+        self.warn(
+            at,
+            format!(
+                "window \"{}\" has no occurrence in the next 400 days (not_after has passed?)",
+                w.id
+            ),
+        );
     }
 
     fn civil_datetime(&mut self, value: &Spanned<DateText>) -> Option<civil::DateTime> {
@@ -531,4 +627,190 @@ struct RawWindow {
     not_before: Option<Spanned<DateText>>,
     not_after: Option<Spanned<DateText>>,
     dst_gap: Option<Spanned<String>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now() -> Timestamp {
+        Timestamp::from_str("2026-11-29T12:00:00Z").unwrap()
+    }
+
+    fn window(id: &str, body: &str) -> String {
+        format!("[[window]]\nid = \"{id}\"\nregion = \"EU\"\ncloudlets = [\"O/c\"]\n{body}\n")
+    }
+
+    fn findings(text: &str) -> (Vec<String>, Vec<String>) {
+        let p = parse_file(Path::new("t.toml"), text, now());
+        (
+            p.errors.iter().map(ToString::to_string).collect(),
+            p.warnings.iter().map(ToString::to_string).collect(),
+        )
+    }
+
+    #[test]
+    fn a_weekly_window_has_no_findings() {
+        let text = window(
+            "w",
+            "cron = \"0 2 * * Sun\"\ntimezone = \"Europe/Berlin\"\nduration = \"4h\"",
+        );
+        assert_eq!(findings(&text), (vec![], vec![]));
+    }
+
+    #[test]
+    fn a_recurrence_overlapping_itself_is_warned_about() {
+        let text = window("w", "cron = \"0 2 * * *\"\nduration = \"25h\"");
+        let (errors, warnings) = findings(&text);
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(
+            warnings,
+            vec![
+                "t.toml:1:1: occurrences of \"w\" overlap each other (e.g. 2026-11-29 02:00 lasts past 2026-11-30 02:00); they merge into one span"
+            ]
+        );
+    }
+
+    #[test]
+    fn an_overlap_only_across_the_spring_change_is_found() {
+        // 24 h apart on the wall clock, 23 h apart across the spring change.
+        let text = window(
+            "w",
+            "cron = \"0 2 * * *\"\ntimezone = \"Europe/Berlin\"\nduration = \"23h 30m\"",
+        );
+        let (errors, warnings) = findings(&text);
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(
+            warnings,
+            vec![
+                "t.toml:1:1: occurrences of \"w\" overlap each other (e.g. 2027-03-28 03:00 lasts past 2027-03-29 02:00); they merge into one span"
+            ]
+        );
+        let text = window(
+            "w",
+            "cron = \"0 2 * * *\"\ntimezone = \"Europe/Berlin\"\nduration = \"23h\"",
+        );
+        assert_eq!(findings(&text), (vec![], vec![]));
+    }
+
+    #[test]
+    fn several_starts_a_day_overlap_by_their_smallest_gap() {
+        let text = window("w", "cron = \"0 2,4 * * Mon\"\nduration = \"2h\"");
+        assert_eq!(findings(&text), (vec![], vec![]));
+        let text = window("w", "cron = \"0 2,4 * * Mon\"\nduration = \"2h 1m\"");
+        let (_, warnings) = findings(&text);
+        assert_eq!(
+            warnings,
+            vec![
+                "t.toml:1:1: occurrences of \"w\" overlap each other (e.g. 2026-11-30 02:00 lasts past 2026-11-30 04:00); they merge into one span"
+            ]
+        );
+        // Around midnight: 23:00 and 00:30 the next day.
+        let text = window("w", "cron = \"0,30 23,0 * * *\"\nduration = \"31m\"");
+        let (_, warnings) = findings(&text);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        let text = window("w", "cron = \"0 0,23 * * *\"\nduration = \"1h\"");
+        assert_eq!(findings(&text), (vec![], vec![]));
+    }
+
+    #[test]
+    fn a_recurrence_whose_not_after_has_passed_is_warned_about() {
+        let text = window(
+            "w",
+            "cron = \"0 2 * * Sun\"\nduration = \"4h\"\nnot_after = \"2026-01-31\"",
+        );
+        let (errors, warnings) = findings(&text);
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(
+            warnings,
+            vec![
+                "t.toml:1:1: window \"w\" has no occurrence in the next 400 days (not_after has passed?)"
+            ]
+        );
+        // Every occurrence skipped: no occurrence either.
+        let text = window(
+            "w",
+            "cron = \"0 2 6 12 *\"\nduration = \"4h\"\nnot_after = \"2027-12-31\"\nskip = [\"2026-12-06\", \"2027-12-06\"]",
+        );
+        let (_, warnings) = findings(&text);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        let text = window(
+            "w",
+            "cron = \"0 2 6 12 *\"\nduration = \"4h\"\nnot_after = \"2027-12-31\"\nskip = [\"2026-12-06\"]",
+        );
+        assert_eq!(findings(&text), (vec![], vec![]));
+    }
+
+    #[test]
+    fn a_cron_that_never_matches_is_an_error() {
+        let text = window("w", "cron = \"0 2 30 2 *\"\nduration = \"4h\"");
+        let (errors, _) = findings(&text);
+        assert_eq!(
+            errors,
+            vec!["t.toml:1:1: cron pattern \"0 2 30 2 *\" never matches"]
+        );
+    }
+
+    #[test]
+    fn findings_in_a_big_file_point_at_their_own_lines() {
+        let mut text = String::new();
+        for i in 0..50 {
+            text.push_str(&window(
+                &format!("w{i}"),
+                "cron = \"0 2 * * Sun\"\nduration = \"4h\"",
+            ));
+        }
+        // Line 6 * 50 + 1: a duplicate id (w7 is declared at line 6 * 7 + 1), then a window with
+        // multi-byte text.
+        text.push_str(
+            "  [[window]]\nid = \"w7\"\nregion = \"EU\"\ncloudlets = [\"O/c\", \"O/c\"]\n",
+        );
+        text.push_str("cron = \"0 2 * * Sun\"\nduration = \"10d\"\n\n");
+        text.push_str(&window(
+            "ü",
+            "start = \"2026-12-06T02:00\"\ntimezone = \"Éurope/Berln\"\nduration = \"4h\"",
+        ));
+        let (errors, warnings) = findings(&text);
+        assert_eq!(
+            errors,
+            vec![
+                "t.toml:301:1: duplicate window id \"w7\" (first declared at line 43)",
+                "t.toml:309:6: invalid window id \"ü\": use letters, digits, '-', '_' and '.'",
+                "t.toml:313:12: unknown time zone \"Éurope/Berln\" (did you mean \"Europe/Berlin\"?)",
+            ]
+        );
+        assert_eq!(
+            warnings,
+            vec![
+                "t.toml:304:21: cloudlet \"O/c\" is listed twice",
+                "t.toml:306:12: window lasts 10days (more than 7 days); is that intended?",
+                "t.toml:301:3: occurrences of \"w7\" overlap each other (e.g. 2026-11-22 02:00 lasts past 2026-11-29 02:00); they merge into one span",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_finding_about_a_whole_window_points_at_its_own_header() {
+        let mut text = window("a", "cron = \"0 2 * * Sun\"\nduration = \"4h\"");
+        text.push_str("[[window]]\nid = \"b\"\nregion = \"EU\"\ncloudlets = [\"O/d\"]\n");
+        text.push_str("cron = \"0 2 * * Sun\"\n");
+        let (errors, _) = findings(&text);
+        assert_eq!(
+            errors,
+            vec!["t.toml:7:1: missing required key `duration` (e.g. \"4h\")"]
+        );
+    }
+
+    #[test]
+    fn line_index_agrees_with_line_col() {
+        let text = "a = 1\nbé = \"x\"\n\n  ü\n";
+        let index = LineIndex::new(text);
+        for offset in 0..=text.len() + 2 {
+            assert_eq!(
+                index.line_col(offset),
+                diag::line_col(text, offset),
+                "{offset}"
+            );
+        }
+    }
 }
