@@ -201,18 +201,18 @@ pub fn plan<'w>(
                 region: w.region.clone(),
                 cloudlet: cloudlet.clone(),
             };
-            let list = per_cloudlet.entry(key.clone()).or_default();
-            list.extend(occ.iter().map(|o| Occ {
-                window: w,
-                start: o.start,
-                end: o.end,
-                note: o.note,
-            }));
             skipped.extend(skip.iter().map(|s| SkippedOccurrence {
                 cloudlet: key.clone(),
                 window: w.id.clone(),
                 skipped: s.clone(),
                 timezone_name: w.timezone_name.clone(),
+            }));
+            let list = per_cloudlet.entry(key).or_default();
+            list.extend(occ.iter().map(|o| Occ {
+                window: w,
+                start: o.start,
+                end: o.end,
+                note: o.note,
             }));
         }
     }
