@@ -1244,3 +1244,20 @@ fn decision_label(d: &Decision) -> String {
         Decision::StuckNotOurs => "stuck (not ours)".into(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// The size of the future an `async fn` of three owned arguments returns, without calling it.
+    fn future_size<A, B, C, F: std::future::Future>(_: fn(A, B, C) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    #[test]
+    fn a_worker_waiting_for_a_permit_is_small() {
+        // A large fleet's first looks spawn one worker per cloudlet, most of them waiting for
+        // a read permit: at 10,000 cloudlets every kilobyte of worker future is 10 MB.
+        let bytes =
+            future_size(super::worker::run::<crate::controller::McClient, super::SystemClock>);
+        assert!(bytes <= 2048, "the worker future is {bytes} bytes");
+    }
+}

@@ -73,6 +73,9 @@ fn observe(status: &CloudletStatus, previous: Option<&Observed>, now: Timestamp)
     }
 }
 
+/// The worker's future is kept small (its large parts, the HTTP requests and the handshake,
+/// are boxed when they start): a large fleet's first looks spawn one worker per cloudlet, and
+/// most of them wait for a read permit.
 pub(crate) async fn run<C: Controller, K: Clock>(
     ctx: Arc<WorkerCtx<C, K>>,
     org: Arc<Semaphore>,
@@ -149,7 +152,9 @@ async fn show<C: Controller, K: Clock>(
             // Reads are capped apart from handshakes; a closed semaphore never happens (the
             // engine never closes it), and would only lift the cap.
             let _permit = ctx.reads.acquire().await.ok();
-            ctx.controller.show_cloudlet(region, key).await
+            // Boxed, and only once the permit is held: an HTTP request's future is kilobytes,
+            // and thousands of workers may be waiting here (first looks of a large fleet).
+            Box::pin(ctx.controller.show_cloudlet(region, key)).await
         };
         match read.await {
             Ok(s) => return Ok(s),
@@ -176,10 +181,24 @@ async fn run_inner<C: Controller, K: Clock>(
 ) -> Result<(), WorkerError> {
     let c = &job.cloudlet;
     let key = key_of(c)?;
-    let settings = &ctx.settings;
 
     // 1. Read back.
     let status = show(ctx, &c.region, &key).await?;
+    // The rest is boxed: until the read is done, the worker stays small (see `run`).
+    Box::pin(act(ctx, org, job, report, key, status)).await
+}
+
+/// Everything after the first read-back: reconcile, decide, act.
+async fn act<C: Controller, K: Clock>(
+    ctx: &WorkerCtx<C, K>,
+    org: &Semaphore,
+    job: &Job,
+    report: &mut WorkerReport,
+    key: CloudletKey,
+    status: CloudletStatus,
+) -> Result<(), WorkerError> {
+    let c = &job.cloudlet;
+    let settings = &ctx.settings;
     let now = ctx.clock.now();
     let observed = observe(&status, job.previous.as_ref(), now);
     report.observed = Some(observed.clone());
@@ -284,8 +303,17 @@ async fn run_inner<C: Controller, K: Clock>(
                 MaintenanceTarget::StartNoFailover
             };
             let entering_for = span.map(SpanId::of);
-            let (result, after) =
-                handshake(ctx, org, c, &key, kind, target, entering_for, report).await?;
+            let (result, after) = Box::pin(handshake(
+                ctx,
+                org,
+                c,
+                &key,
+                kind,
+                target,
+                entering_for,
+                report,
+            ))
+            .await?;
             let now = ctx.clock.now();
             match after.as_ref().map(|o| o.state) {
                 Some(MaintenanceState::UnderMaintenance) => {
@@ -366,7 +394,7 @@ async fn run_inner<C: Controller, K: Clock>(
             } else {
                 HandshakeKind::Exit
             };
-            let (result, after) = handshake(
+            let (result, after) = Box::pin(handshake(
                 ctx,
                 org,
                 c,
@@ -375,7 +403,7 @@ async fn run_inner<C: Controller, K: Clock>(
                 MaintenanceTarget::Normal,
                 None,
                 report,
-            )
+            ))
             .await?;
             let now = ctx.clock.now();
             let back_to_normal = after
@@ -530,10 +558,12 @@ async fn handshake<C: Controller, K: Clock>(
     let mut progress = |line: &str| {
         tracing::debug!(cloudlet = %cloudlet_name, "controller: {line}");
     };
-    let result = ctx
-        .controller
-        .set_maintenance(&c.region, key, target, &mut progress)
-        .await;
+    // Boxed like the reads: workers waiting for a permit above stay small.
+    let result = Box::pin(
+        ctx.controller
+            .set_maintenance(&c.region, key, target, &mut progress),
+    )
+    .await;
     let elapsed = started.elapsed();
     if let Err(e) = &result {
         tracing::warn!(cloudlet = %c, request = %target, "handshake failed: {e}");
