@@ -269,7 +269,7 @@ mod tests {
         let cfg = Config::default();
         let s = LeadSettings::from_config(&cfg);
         assert_eq!(s.quantile, 0.95);
-        assert_eq!(s.safety_factor, 1.2);
+        assert_eq!(s.safety_factor, 2.5);
         assert_eq!((s.margin, s.min, s.max), (secs(60), secs(60), secs(1800)));
         assert_eq!((s.history, s.min_samples), (50, DEFAULT_MIN_SAMPLES));
         let w = worst_case_from_config(&cfg);
@@ -313,9 +313,9 @@ mod tests {
         }
         let sorted: Vec<Duration> = (1..=100).map(secs).collect();
         assert_eq!(nearest_rank(&sorted, 0.95), Some(secs(95)));
-        // p95 = 95 s; × 1.2 = 114 s; + 60 s margin = 174 s.
+        // p95 = 95 s; × 2.5 = 237.5 s; + 60 s margin = 297.5 s (under the worst case, 360 s).
         let choice = leads.lead_for(&c, false);
-        assert_eq!(choice.duration, secs(174));
+        assert_eq!(choice.duration, Duration::from_millis(297_500));
         assert_eq!(
             choice.source,
             LeadSource::Learned {
@@ -336,19 +336,19 @@ mod tests {
         for v in (1..=100).rev() {
             leads.record(&c, false, secs(v));
         }
-        assert_eq!(leads.lead_for(&c, false).duration, secs(174));
+        assert_eq!(
+            leads.lead_for(&c, false).duration,
+            Duration::from_millis(297_500)
+        );
 
         // With the default history (50) only 51..=100 are kept: p95 = rank 48 = 98 s;
-        // × 1.2 = 117.6 s; + 60 s = 177.6 s.
+        // × 2.5 = 245 s; + 60 s = 305 s.
         let mut leads = LearnedLeads::new(settings(), worst());
         for v in 1..=100 {
             leads.record(&c, false, secs(v));
         }
         assert_eq!(leads.sample_count(&c, false), 50);
-        assert_eq!(
-            leads.lead_for(&c, false).duration,
-            Duration::from_millis(177_600)
-        );
+        assert_eq!(leads.lead_for(&c, false).duration, secs(305));
     }
 
     #[test]
@@ -380,13 +380,30 @@ mod tests {
         }
         assert_eq!(leads.lead_for(&c, true).duration, secs(60));
 
+        // lead_max below the worst case: lead_max.
+        s.max = secs(500);
         let mut leads = LearnedLeads::new(s.clone(), worst());
         for _ in 0..5 {
             leads.record(&c, true, secs(3600));
         }
         let choice = leads.lead_for(&c, true);
-        assert_eq!(choice.duration, secs(1800));
+        assert_eq!(choice.duration, secs(500));
         assert!(matches!(choice.source, LeadSource::Learned { .. }));
+
+        // lead_max above the worst case: the worst case (2·T + margin with failover, T +
+        // margin without), since no handshake can take longer.
+        s.max = secs(1800);
+        let mut leads = LearnedLeads::new(s.clone(), worst());
+        for _ in 0..5 {
+            leads.record(&c, true, secs(3600));
+            leads.record(&c, false, secs(3600));
+        }
+        assert_eq!(leads.lead_for(&c, true).duration, secs(660));
+        assert_eq!(leads.lead_for(&c, false).duration, secs(360));
+        assert!(matches!(
+            leads.lead_for(&c, true).source,
+            LeadSource::Learned { .. }
+        ));
 
         // Crossed bounds never panic; max wins.
         s.min = secs(900);
@@ -454,9 +471,9 @@ mod tests {
         let leads = LearnedLeads::from_journal(settings(), worst(), &journal);
         assert_eq!(leads.sample_count(&c, true), 4);
         assert_eq!(leads.sample_count(&c, false), 2, "exits are not enters");
-        // p95 of 4 samples = rank 4 = 40 s; × 1.2 + 60 s = 108 s.
+        // p95 of 4 samples = rank 4 = 40 s; × 2.5 + 60 s = 160 s.
         let f = leads.lead_for(&c, true);
-        assert_eq!(f.duration, secs(108));
+        assert_eq!(f.duration, secs(160));
         assert_eq!(
             f.source,
             LeadSource::Learned {
@@ -472,7 +489,7 @@ mod tests {
         s.quantile = 0.5;
         let leads = LearnedLeads::from_journal(s, worst(), &journal);
         assert_eq!(leads.sample_count(&c, true), 3);
-        // Median of 20, 30, 40 s = rank 2 = 30 s; × 1.2 + 60 s = 96 s.
-        assert_eq!(leads.lead_for(&c, true).duration, secs(96));
+        // Median of 20, 30, 40 s = rank 2 = 30 s; × 2.5 + 60 s = 135 s.
+        assert_eq!(leads.lead_for(&c, true).duration, secs(135));
     }
 }

@@ -32,7 +32,7 @@ const DRAIN_AFTER_ERROR: Duration = Duration::from_secs(5);
 const MAX_SHOW_BODY: usize = 64 * 1024 * 1024;
 
 /// Idle connections kept per controller host (see `McClient::new`).
-const IDLE_CONNECTIONS: usize = 64;
+const IDLE_CONNECTIONS: usize = 16;
 
 /// Client of the Master Controller for one user. Cheap to clone: clones share the connection
 /// pool and the token.
