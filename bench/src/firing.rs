@@ -17,6 +17,11 @@
 //!   before sending; the instant of `set_maintenance` is "UpdateCloudlet sent". The caps are
 //!   raised to 10,000 so that they do not hide the engine's own cost.
 //!
+//! "Fired" is, for ours, the start of the worker for the edge as the engine's
+//! `Lifecycle::look_started` hook sees it (the counterpart of a tokio-cron-scheduler job
+//! starting); the stub's show is reported beside it ("read at the stub": one step later, behind
+//! the read cap `max_concurrent_reads`), and lost edges are counted from those reads.
+//!
 //! The edges are `now + ahead` (and, spread, `+ i × 60 s / n`), far enough ahead that
 //! registration and first looks are done; the child says how much margin was left.
 
