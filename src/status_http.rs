@@ -332,7 +332,7 @@ fn tick_health(last_tick: &str, now: Timestamp) -> Result<(), String> {
 
 async fn full_status(State(state): State<AppState>) -> Response {
     let snapshot = state.snapshot();
-    cached_json(&state.bodies.status, &snapshot, |s| serde_json::to_vec(s)).await
+    cached_json(&state.bodies.status, &snapshot, serde_json::to_vec).await
 }
 
 async fn cloudlets(State(state): State<AppState>) -> Response {
