@@ -128,6 +128,11 @@ pub trait Lifecycle: Send + Sync + 'static {
     fn look_started(&self, _due: Timestamp, _started: Timestamp) {}
 }
 
+/// A status publication is put off while a look is due within this long…
+const PUBLISH_CLEARANCE: Duration = Duration::from_millis(10);
+/// …but never for longer than this.
+const PUBLISH_DEFER_MAX: Duration = Duration::from_secs(1);
+
 /// A [`Lifecycle`] that does nothing.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct NoLifecycle;
@@ -464,16 +469,17 @@ where
                 self.replan_some(now);
             }
             self.start_due_workers(now, &report_tx, &workers);
-            self.publish_status(false);
+            // Edges first: assembling a snapshot is O(cloudlets), so a publication is put off
+            // (for at most a second) while another look is due within a few milliseconds.
+            let imminent = self
+                .next_due()
+                .is_some_and(|t| t <= plus_std(now, PUBLISH_CLEARANCE));
+            self.publish_status_unless(imminent);
             self.lifecycle.tick(&self.status_line);
 
             // The sleep is measured from a fresh reading: the work above took time.
             let now = self.ctx.clock.now();
-            let next = self
-                .due
-                .iter()
-                .find(|(_, c)| !self.busy.contains(c))
-                .map(|(t, _)| *t);
+            let next = self.next_due();
             let mut sleep_for = match next {
                 Some(t) if t > now => t.duration_since(now).unsigned_abs(),
                 Some(_) => Duration::ZERO,
@@ -945,20 +951,41 @@ where
         self.status_dirty = true;
     }
 
+    /// The earliest instant a cloudlet that is not busy needs a look.
+    fn next_due(&self) -> Option<Timestamp> {
+        self.due
+            .iter()
+            .find(|(_, c)| !self.busy.contains(c))
+            .map(|(t, _)| *t)
+    }
+
     fn publish_status(&mut self, force: bool) {
-        // Publish when asked to, when something changed (at most every 200 ms), and at least
-        // every few seconds anyway so that `last_tick` (health) stays fresh.
-        let age = self.last_status.map(|t| t.elapsed());
-        let due = match age {
-            None => true,
-            Some(age) => {
-                (self.status_dirty && age >= Duration::from_millis(200))
-                    || age >= Duration::from_secs(5)
-            }
-        };
-        if !force && !due {
-            return;
+        if force {
+            self.publish_now();
+        } else {
+            self.publish_status_unless(false);
         }
+    }
+
+    /// Publishes when something changed (at most every 200 ms), and at least every few seconds
+    /// anyway so that `last_tick` (health) stays fresh; `defer` (a look is imminent) holds a
+    /// publication back for up to [`PUBLISH_DEFER_MAX`].
+    fn publish_status_unless(&mut self, defer: bool) {
+        let min_age = if defer {
+            PUBLISH_DEFER_MAX
+        } else {
+            Duration::from_millis(200)
+        };
+        let due = match self.last_status.map(|t| t.elapsed()) {
+            None => true,
+            Some(age) => (self.status_dirty && age >= min_age) || age >= Duration::from_secs(5),
+        };
+        if due {
+            self.publish_now();
+        }
+    }
+
+    fn publish_now(&mut self) {
         let snapshot = self.build_status();
         self.status_line = self.status_line_of(&snapshot);
         self.status_tx.send_replace(Arc::new(snapshot));
