@@ -773,30 +773,27 @@ where
         reports: &mpsc::UnboundedSender<WorkerReport>,
         workers: &TaskTracker,
     ) {
-        let due: Vec<CloudletRef> = self
-            .due
-            .iter()
-            .take_while(|(t, _)| *t <= now)
-            .map(|(_, c)| c.clone())
-            .collect();
-        for c in due {
+        // Taken out of `due` as they are started (a busy cloudlet is never in it: `reschedule`
+        // files it again when its worker reports). This runs for every cloudlet of a burst
+        // (10,000 edges at one instant), so nothing is cloned that need not be.
+        while self.due.first().is_some_and(|(t, _)| *t <= now) {
+            let Some((due_at, c)) = self.due.pop_first() else {
+                break;
+            };
             if self.busy.contains(&c) {
+                // Never two workers for one cloudlet (property 4); its report reschedules it.
                 continue;
             }
-            let mut due_at = now;
             if let Some(rt) = self.cloudlets.get_mut(&c) {
-                if let Some(old) = rt.due_at.take() {
-                    self.due.remove(&(old, c.clone()));
-                    due_at = old;
-                }
+                rt.due_at = None;
                 rt.check_at = None;
                 rt.looked_at = Some(now);
                 rt.view_dirty = true;
             }
-            let job = self.job_for(&c, now);
-            self.busy.insert(c.clone());
-            let ctx = Arc::clone(&self.ctx);
             let org_sem = self.org_semaphore(&c);
+            self.busy.insert(c.clone());
+            let job = self.job_for(c, now);
+            let ctx = Arc::clone(&self.ctx);
             let tx = reports.clone();
             let kill = self.kill.clone();
             let lifecycle = Arc::clone(&self.lifecycle);
@@ -814,30 +811,29 @@ where
     }
 
     fn org_semaphore(&mut self, c: &CloudletRef) -> Arc<Semaphore> {
-        let org = c
-            .cloudlet
-            .split_once('/')
-            .map(|(o, _)| o.to_string())
-            .unwrap_or_default();
+        let org = c.cloudlet.split_once('/').map_or("", |(o, _)| o);
+        if let Some(sem) = self.per_org.get(org) {
+            return Arc::clone(sem);
+        }
         let cap = self.settings().max_concurrent_per_org.max(1);
         // Per organization, whatever the region: an organization is one operator (one set of
         // people and apps to fail over) across all the regions it has cloudlets in.
         Arc::clone(
             self.per_org
-                .entry(org)
+                .entry(org.to_string())
                 .or_insert_with(|| Arc::new(Semaphore::new(cap))),
         )
     }
 
-    fn job_for(&mut self, c: &CloudletRef, now: Timestamp) -> worker::Job {
-        let span = self.current_span(c, now).cloned();
-        let rt = self.cloudlets.get(c);
+    fn job_for(&mut self, c: CloudletRef, now: Timestamp) -> worker::Job {
+        let span = self.current_span(&c, now).cloned();
+        let rt = self.cloudlets.get(&c);
         let failures = rt.map(|r| r.failures).unwrap_or(0);
         let previous = rt.and_then(|r| r.observed.clone());
         let assume_ownership = self.corrupt_journal.is_some() && previous.is_none();
         let backoff = self.backoff(failures + 1);
         worker::Job {
-            cloudlet: c.clone(),
+            cloudlet: c,
             span,
             previous,
             backoff,
