@@ -90,13 +90,16 @@ struct AppState {
 /// A body serialized from one snapshot, kept while that snapshot is the current one.
 type CachedBody = tokio::sync::Mutex<Option<(std::sync::Weak<StatusSnapshot>, Bytes)>>;
 
-/// The JSON bodies of `/v1/status` and `/v1/cloudlets`, serialized once per published snapshot
-/// and shared by every request until the next one: at 10,000 cloudlets a body is ~8 MB and
-/// takes tens of milliseconds to serialize, and the engine publishes at most every 200 ms.
+/// The bodies of `/v1/status`, `/v1/cloudlets` and `/metrics`, made once per published
+/// snapshot and shared by every request until the next one: at 10,000 cloudlets a JSON body is
+/// ~8 MB and takes tens of milliseconds to serialize, and the engine publishes at most every
+/// 200 ms. (The metrics' counters move with engine events, and every such event makes the
+/// engine publish a new snapshot within 200 ms, so a cached scrape is at most that old.)
 #[derive(Default)]
 struct SnapshotBodies {
     status: CachedBody,
     cloudlets: CachedBody,
+    metrics: CachedBody,
 }
 
 /// `slot`'s body if it was made from `snapshot`, else `make(snapshot)` (stored for the next
@@ -105,6 +108,19 @@ async fn cached_json(
     slot: &CachedBody,
     snapshot: &Arc<StatusSnapshot>,
     make: impl FnOnce(&StatusSnapshot) -> serde_json::Result<Vec<u8>>,
+) -> Response {
+    cached_body(slot, snapshot, "application/json", |s| {
+        make(s).map_err(|e| format!("cannot serialize the status: {e}"))
+    })
+    .await
+}
+
+/// [`cached_json`] for any body.
+async fn cached_body(
+    slot: &CachedBody,
+    snapshot: &Arc<StatusSnapshot>,
+    content_type: &'static str,
+    make: impl FnOnce(&StatusSnapshot) -> Result<Vec<u8>, String>,
 ) -> Response {
     let mut cached = slot.lock().await;
     let body = match &*cached {
@@ -116,21 +132,13 @@ async fn cached_json(
                 *cached = Some((Arc::downgrade(snapshot), body.clone()));
                 body
             }
-            Err(e) => {
-                return error_response(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    &format!("cannot serialize the status: {e}"),
-                );
-            }
+            Err(e) => return error_response(StatusCode::INTERNAL_SERVER_ERROR, &e),
         },
     };
     drop(cached);
     let mut response = (StatusCode::OK, body).into_response();
     let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }
@@ -413,13 +421,15 @@ async fn windows(State(state): State<AppState>) -> Response {
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
-    let body = state.metrics.render(&state.snapshot());
-    let mut response = (StatusCode::OK, body).into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
-    );
-    response
+    let snapshot = state.snapshot();
+    let metrics = &state.metrics;
+    cached_body(
+        &state.bodies.metrics,
+        &snapshot,
+        crate::metrics::CONTENT_TYPE,
+        |s| Ok(metrics.render(s).into_bytes()),
+    )
+    .await
 }
 
 /// Query of `/`.
