@@ -213,6 +213,13 @@ async fn metrics_pass_promtool_and_count_handshakes() {
         assert!(text.contains(needle), "missing {needle} in\n{text}");
     }
     assert!(text.contains("cloudlet_maintd_next_action_timestamp_seconds "));
+    // Every look the engine started was timed: at least the first looks and the enter.
+    let looks: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("cloudlet_maintd_look_lateness_seconds_count "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no look_lateness count in\n{text}"));
+    assert!(looks >= 3.0, "{looks} looks timed\n{text}");
     d.stop().await;
 }
 
