@@ -537,8 +537,8 @@ async fn handshake<C: Controller, K: Clock>(
 ) -> Result<(Result<Duration, ClientError>, Option<Observed>), WorkerError> {
     // The organization's permit first: a worker waiting for its organization must not sit on
     // a global permit meanwhile, or one busy organization would hold up all the others.
-    let _org = org.acquire().await;
-    let _global = ctx.global.acquire().await;
+    let org_permit = org.acquire().await;
+    let global_permit = ctx.global.acquire().await;
     let entering = target != MaintenanceTarget::Normal;
     let sent_at = ctx.clock.now();
     // The journal first (property 5): a crash from here on is read back on the next start.
@@ -565,9 +565,21 @@ async fn handshake<C: Controller, K: Clock>(
     )
     .await;
     let elapsed = started.elapsed();
-    if let Err(e) = &result {
-        tracing::warn!(cloudlet = %c, request = %target, "handshake failed: {e}");
-    }
+    let permits = (org_permit, global_permit);
+    let _held_until_read_back = match &result {
+        // The caps count handshakes: once the controller has answered the stream to its end,
+        // this one is over, and the read-back and the journal need no handshake slot.
+        Ok(_) => {
+            drop(permits);
+            None
+        }
+        // After an error the controller may still be working on it: keep the slot until the
+        // state has been read back.
+        Err(e) => {
+            tracing::warn!(cloudlet = %c, request = %target, "handshake failed: {e}");
+            Some(permits)
+        }
+    };
     let now = ctx.clock.now();
     let after = match show(ctx, &c.region, key).await {
         Ok(s) => Some(observe(&s, None, now)),
