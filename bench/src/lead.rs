@@ -86,13 +86,18 @@ struct Outcome {
 pub fn run(quick: bool) -> Result<()> {
     let grid = std::env::args().any(|a| a == "--grid");
     let cloudlets = if quick { 300 } else { 1_000 };
+    // `LEAD_SEED=n` draws another fleet and year (to see how much the figures move with the draw).
+    let seed: u64 = std::env::var("LEAD_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(SEED);
     println!("## lead: lead policy on a deterministic simulation (policy level)\n");
     println!("{}", crate::machine_line());
     println!(
-        "{cloudlets} cloudlets × {WEEKS} weekly spans, seed {SEED}; handshake lognormal per cloudlet (median 30 s–6 min log-uniform, sigma 0.3–0.8), capped at 2·T = {CAP_SECS:.0} s, outliers p = {OUTLIER_P} uniform up to 2·T\n"
+        "{cloudlets} cloudlets × {WEEKS} weekly spans, seed {seed}; handshake lognormal per cloudlet (median 30 s–6 min log-uniform, sigma 0.3–0.8), capped at 2·T = {CAP_SECS:.0} s, outliers p = {OUTLIER_P} uniform up to 2·T\n"
     );
     let started = std::time::Instant::now();
-    let mut rng = StdRng::seed_from_u64(SEED);
+    let mut rng = StdRng::seed_from_u64(seed);
     let dists: Vec<Dist> = (0..cloudlets)
         .map(|_| Dist {
             median: (30f64.ln() + rng.random::<f64>() * (360f64.ln() - 30f64.ln())).exp(),
@@ -107,7 +112,7 @@ pub fn run(quick: bool) -> Result<()> {
         .iter()
         .enumerate()
         .map(|(i, d)| {
-            let mut r = StdRng::seed_from_u64(SEED ^ (i as u64 + 1).wrapping_mul(0x9E37_79B9));
+            let mut r = StdRng::seed_from_u64(seed ^ (i as u64 + 1).wrapping_mul(0x9E37_79B9));
             let sample: Vec<f64> = (0..P99_DRAWS).map(|_| d.draw(&mut r)).collect();
             quantile(&sample, 0.99).unwrap_or(CAP_SECS)
         })
