@@ -33,8 +33,9 @@
 //! - **P6** on time: at a span start, with the daemon up, no fault or person near the cloudlet
 //!   and its window unchanged since before the lead, the daemon sent the enter at the planned
 //!   `enter_at` (unless a cap was full) and the cloudlet is UnderMaintenance, or the
-//!   handshake itself was slower than the lead (counted as late, not a breach). All span
-//!   starts are counted as on time or late (by reason).
+//!   handshake itself was slower than the lead (counted as late, not a breach). An
+//!   intermediate state the daemon did not cause counts as a person nearby while it lasts. All
+//!   span starts are counted as on time or late (by reason).
 //! - **P7** a stuck intermediate state (UpdateError, or older than 2·T + margin) of a cloudlet
 //!   the daemon holds or a window wants is recovered within `bound`, unless the CRM is deaf,
 //!   in which case an alert is shown.
@@ -671,6 +672,18 @@ impl Run {
                 *self.report.late.entry(key).or_default() += 1;
                 self.trace(Some(&c), format!("span from {start} to {end}: {key}"));
                 self.pending_late.remove(&c);
+            }
+        }
+
+        // An intermediate state the daemon did not cause (a person's request that failed or
+        // still runs) is a person nearby for as long as it lasts: the daemon first has to wait
+        // for it to end or to become stuck (property 7) before it can enter.
+        for i in 0..self.crefs.len() {
+            let state = self.snaps[i].maintenance_state;
+            let intermediate = state != M::NormalOperation && state != M::UnderMaintenance;
+            let c = self.crefs[i].clone();
+            if intermediate && self.holder(&c) != Some(Holder::Daemon) {
+                self.touch(&c);
             }
         }
 
