@@ -152,7 +152,7 @@ impl Default for Config {
                 lead_max: Duration::from_secs(30 * 60),
                 lead_margin: Duration::from_secs(60),
                 lead_quantile: 0.95,
-                lead_safety_factor: 2.5,
+                lead_safety_factor: 2.4,
                 lead_history: 50,
                 max_concurrent: 50,
                 max_concurrent_per_org: 10,

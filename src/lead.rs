@@ -13,7 +13,7 @@
 //! ```
 //!
 //! The worst case caps a learned lead too: a handshake cannot outlast the controller's own
-//! timeouts, so a lead above it buys nothing. The default safety factor (2.5) is large because
+//! timeouts, so a lead above it buys nothing. The default safety factor (2.4) is large because
 //! the lead must cover the tail, not the typical handshake: a lognormal's 99.9th percentile is
 //! about 3× its 95th at the spreads measured (`cloudlet-maintd-bench lead`, docs/benchmarks.md).
 //!
@@ -35,7 +35,7 @@ use crate::journal::{HandshakeKind, Journal};
 use crate::plan::{CloudletRef, LeadChoice, LeadPolicy, LeadSource, WorstCaseLead};
 
 /// Fewest measurements of a kind before they replace the worst case.
-pub const DEFAULT_MIN_SAMPLES: usize = 3;
+pub const DEFAULT_MIN_SAMPLES: usize = 5;
 
 /// How learned leads are computed (from `[schedule]` in `maintd.toml`).
 #[derive(Debug, Clone, PartialEq)]
@@ -269,7 +269,8 @@ mod tests {
         let cfg = Config::default();
         let s = LeadSettings::from_config(&cfg);
         assert_eq!(s.quantile, 0.95);
-        assert_eq!(s.safety_factor, 2.5);
+        assert_eq!(s.safety_factor, 2.4);
+        assert_eq!(DEFAULT_MIN_SAMPLES, 5);
         assert_eq!((s.margin, s.min, s.max), (secs(60), secs(60), secs(1800)));
         assert_eq!((s.history, s.min_samples), (50, DEFAULT_MIN_SAMPLES));
         let w = worst_case_from_config(&cfg);
@@ -288,14 +289,15 @@ mod tests {
         assert_eq!(nf.duration, secs(300 + 60));
         assert_eq!(nf.source, LeadSource::WorstCase);
 
-        // Below min_samples: still the worst case.
-        leads.record(&c, true, secs(30));
-        leads.record(&c, true, secs(30));
+        // Below min_samples (5): still the worst case.
+        for _ in 0..4 {
+            leads.record(&c, true, secs(30));
+        }
         assert_eq!(leads.lead_for(&c, true).source, LeadSource::WorstCase);
         leads.record(&c, true, secs(30));
         assert!(matches!(
             leads.lead_for(&c, true).source,
-            LeadSource::Learned { samples: 3, .. }
+            LeadSource::Learned { samples: 5, .. }
         ));
         // Through the trait, as the planner sees it.
         let policy: &dyn LeadPolicy = &leads;
@@ -313,9 +315,9 @@ mod tests {
         }
         let sorted: Vec<Duration> = (1..=100).map(secs).collect();
         assert_eq!(nearest_rank(&sorted, 0.95), Some(secs(95)));
-        // p95 = 95 s; × 2.5 = 237.5 s; + 60 s margin = 297.5 s (under the worst case, 360 s).
+        // p95 = 95 s; × 2.4 = 228 s; + 60 s margin = 288 s (under the worst case, 360 s).
         let choice = leads.lead_for(&c, false);
-        assert_eq!(choice.duration, Duration::from_millis(297_500));
+        assert_eq!(choice.duration, secs(288));
         assert_eq!(
             choice.source,
             LeadSource::Learned {
@@ -336,19 +338,19 @@ mod tests {
         for v in (1..=100).rev() {
             leads.record(&c, false, secs(v));
         }
-        assert_eq!(
-            leads.lead_for(&c, false).duration,
-            Duration::from_millis(297_500)
-        );
+        assert_eq!(leads.lead_for(&c, false).duration, secs(288));
 
         // With the default history (50) only 51..=100 are kept: p95 = rank 48 = 98 s;
-        // × 2.5 = 245 s; + 60 s = 305 s.
+        // × 2.4 = 235.2 s; + 60 s = 295.2 s.
         let mut leads = LearnedLeads::new(settings(), worst());
         for v in 1..=100 {
             leads.record(&c, false, secs(v));
         }
         assert_eq!(leads.sample_count(&c, false), 50);
-        assert_eq!(leads.lead_for(&c, false).duration, secs(305));
+        assert_eq!(
+            leads.lead_for(&c, false).duration,
+            Duration::from_millis(295_200)
+        );
     }
 
     #[test]
@@ -420,6 +422,7 @@ mod tests {
         let c = cref("berlin-1");
         let mut s = settings();
         s.history = 3;
+        s.min_samples = 3;
         s.quantile = 1.0;
         s.safety_factor = 1.0;
         s.margin = Duration::ZERO;
@@ -459,7 +462,7 @@ mod tests {
         let mut journal = Journal::default();
         let c = cref("berlin-1");
         let r = journal.record_mut(&c);
-        for ms in [10_000, 20_000, 30_000, 40_000] {
+        for ms in [10_000, 20_000, 30_000, 40_000, 50_000] {
             r.durations.push(HandshakeKind::EnterFailover, ms, 50);
         }
         for ms in [5_000, 6_000] {
@@ -469,15 +472,15 @@ mod tests {
             r.durations.push(HandshakeKind::Exit, ms, 50);
         }
         let leads = LearnedLeads::from_journal(settings(), worst(), &journal);
-        assert_eq!(leads.sample_count(&c, true), 4);
+        assert_eq!(leads.sample_count(&c, true), 5);
         assert_eq!(leads.sample_count(&c, false), 2, "exits are not enters");
-        // p95 of 4 samples = rank 4 = 40 s; × 2.5 + 60 s = 160 s.
+        // p95 of 5 samples = rank 5 = 50 s; × 2.4 + 60 s = 180 s.
         let f = leads.lead_for(&c, true);
-        assert_eq!(f.duration, secs(160));
+        assert_eq!(f.duration, secs(180));
         assert_eq!(
             f.source,
             LeadSource::Learned {
-                samples: 4,
+                samples: 5,
                 quantile: 0.95
             }
         );
@@ -486,10 +489,11 @@ mod tests {
         // A history cap smaller than the journal's keeps the newest.
         let mut s = settings();
         s.history = 3;
+        s.min_samples = 3;
         s.quantile = 0.5;
         let leads = LearnedLeads::from_journal(s, worst(), &journal);
         assert_eq!(leads.sample_count(&c, true), 3);
-        // Median of 20, 30, 40 s = rank 2 = 30 s; × 2.5 + 60 s = 135 s.
-        assert_eq!(leads.lead_for(&c, true).duration, secs(135));
+        // Median of 30, 40, 50 s = rank 2 = 40 s; × 2.4 + 60 s = 156 s.
+        assert_eq!(leads.lead_for(&c, true).duration, secs(156));
     }
 }

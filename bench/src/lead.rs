@@ -140,8 +140,10 @@ pub fn run(quick: bool) -> Result<()> {
     // Alternatives, measured in the same run on the same draws. Every learned lead is capped
     // at the worst case (2·T + margin) by the library itself: a handshake cannot take longer.
     let alternatives = [
+        // The first session's defaults.
         LeadSettings {
             safety_factor: 1.2,
+            min_samples: 3,
             ..base.clone()
         },
         LeadSettings {
@@ -157,12 +159,17 @@ pub fn run(quick: bool) -> Result<()> {
             ..base.clone()
         },
         LeadSettings {
-            min_samples: 5,
+            min_samples: 3,
             ..base.clone()
         },
         LeadSettings {
-            safety_factor: 2.0,
-            min_samples: 10,
+            safety_factor: 2.5,
+            min_samples: 3,
+            ..base.clone()
+        },
+        LeadSettings {
+            safety_factor: 2.25,
+            min_samples: 7,
             ..base.clone()
         },
     ];
