@@ -69,6 +69,30 @@ pub struct DaemonConfig<'a> {
     pub max_concurrent_per_org: usize,
 }
 
+/// mc-sim on loopback with `names` (T = `maintenance_timeout`, `knobs` as every cloudlet's
+/// defaults) and a daemon directory that points at it with these caps. The server must live as
+/// long as the daemon.
+pub async fn sim_and_dir(
+    names: &[(String, String)],
+    maintenance_timeout: &str,
+    knobs: Value,
+    max_concurrent: usize,
+    max_concurrent_per_org: usize,
+) -> Result<(mc_sim::SimServer, DaemonDir)> {
+    let sim = mc_sim::SimServer::start(
+        crate::windows_gen::scenario(names, maintenance_timeout, knobs)?,
+        "127.0.0.1:0".parse()?,
+    )
+    .await?;
+    let dir = DaemonDir::new(&DaemonConfig {
+        sim_url: &sim.url(),
+        maintenance_timeout,
+        max_concurrent,
+        max_concurrent_per_org,
+    })?;
+    Ok((sim, dir))
+}
+
 /// A temp dir with `maintd.toml`, the password file, `windows.d/` and `state/`.
 pub struct DaemonDir {
     pub dir: tempfile::TempDir,

@@ -21,9 +21,9 @@ use anyhow::{Context, Result};
 use jiff::{SignedDuration, Timestamp};
 use serde_json::json;
 
-use crate::daemon::{Daemon, DaemonConfig, DaemonDir, daemon_binary, history, http, sim_states};
+use crate::daemon::{Daemon, daemon_binary, history, http, sim_and_dir, sim_states};
 use crate::stats::{Table, quantile};
-use crate::windows_gen::{scenario, write_one_off};
+use crate::windows_gen::write_one_off;
 
 struct RunResult {
     label: String,
@@ -145,23 +145,15 @@ async fn one_run(
 ) -> Result<RunResult> {
     let n = names.len();
     let latency = json!({"lognormal": {"median": median, "sigma": 0.3}});
-    let sim = mc_sim::SimServer::start(
-        scenario(
-            names,
-            "30s",
-            json!({"autoprov_latency": latency, "crm_latency": latency}),
-            |_| None,
-        )?,
-        "127.0.0.1:0".parse()?,
+    let (sim, d) = sim_and_dir(
+        names,
+        "30s",
+        json!({"autoprov_latency": latency, "crm_latency": latency}),
+        cap,
+        per_org,
     )
     .await?;
     let url = sim.url();
-    let d = DaemonDir::new(&DaemonConfig {
-        sim_url: &url,
-        maintenance_timeout: "30s",
-        max_concurrent: cap,
-        max_concurrent_per_org: per_org,
-    })?;
     let ahead = SignedDuration::from_secs(if n > 500 { 25 } else { 15 });
     let edge = Timestamp::from_millisecond((Timestamp::now() + ahead).as_millisecond())?;
     write_one_off(

@@ -26,11 +26,11 @@ use cloudlet_maintd::windows::load_dir;
 use jiff::{SignedDuration, Timestamp};
 use serde_json::json;
 
-use crate::daemon::{Daemon, DaemonConfig, DaemonDir, daemon_binary, http};
+use crate::daemon::{Daemon, daemon_binary, http, sim_and_dir};
 use crate::stats::{
     Table, clock_ticks_per_sec, cpu_ticks, median, mib, proc_status_kib, sample_peaks,
 };
-use crate::windows_gen::{cloudlet_name, scenario, write_weekly};
+use crate::windows_gen::{cloudlet_name, write_weekly};
 
 pub const CLOUDLETS: usize = 10_000;
 /// Cloudlets of a `--quick` run.
@@ -228,18 +228,7 @@ fn daemon_idle(quick: bool, names: &[(String, String)]) -> Result<()> {
     let mut peaks = Vec::new();
     for &(label, files, env) in layouts {
         let row = rt.block_on(async {
-            let sim = mc_sim::SimServer::start(
-                scenario(names, "5m", json!({}), |_| None)?,
-                "127.0.0.1:0".parse()?,
-            )
-            .await?;
-            let url = sim.url();
-            let d = DaemonDir::new(&DaemonConfig {
-                sim_url: &url,
-                maintenance_timeout: "5m",
-                max_concurrent: 50,
-                max_concurrent_per_org: 10,
-            })?;
+            let (sim, d) = sim_and_dir(names, "5m", json!({}), 50, 10).await?;
             write_weekly(&d.windows(), names, files)?;
             let http = http()?;
             let started = Instant::now();

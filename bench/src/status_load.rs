@@ -16,10 +16,10 @@ use anyhow::{Context, Result, bail};
 use jiff::{SignedDuration, Timestamp};
 use serde_json::json;
 
-use crate::daemon::{Daemon, DaemonConfig, DaemonDir, daemon_binary, history, http};
+use crate::daemon::{Daemon, daemon_binary, history, http, sim_and_dir};
 use crate::planning::{CLOUDLETS, ORGS, QUICK_CLOUDLETS};
 use crate::stats::{Table, ms, spread};
-use crate::windows_gen::{cloudlet_name, scenario, write_one_off, write_weekly};
+use crate::windows_gen::{cloudlet_name, write_one_off, write_weekly};
 
 struct Wrk {
     rps: f64,
@@ -50,23 +50,15 @@ pub fn run(quick: bool) -> Result<()> {
     rt.block_on(async {
         let names: Vec<(String, String)> = (0..n).map(|i| cloudlet_name(i, ORGS)).collect();
         let fixed = json!({"fixed": "200ms"});
-        let sim = mc_sim::SimServer::start(
-            scenario(
-                &names,
-                "5m",
-                json!({"autoprov_latency": fixed, "crm_latency": fixed}),
-                |_| None,
-            )?,
-            "127.0.0.1:0".parse()?,
+        let (sim, d) = sim_and_dir(
+            &names,
+            "5m",
+            json!({"autoprov_latency": fixed, "crm_latency": fixed}),
+            50,
+            10,
         )
         .await?;
         let url = sim.url();
-        let d = DaemonDir::new(&DaemonConfig {
-            sim_url: &url,
-            maintenance_timeout: "5m",
-            max_concurrent: 50,
-            max_concurrent_per_org: 10,
-        })?;
         write_weekly(&d.windows(), &names, 10)?;
         let http = http()?;
         let mut daemon = Daemon::start(&bin, &d)?;

@@ -94,18 +94,10 @@ pub fn scenario(
     cloudlets: &[(String, String)],
     t: &str,
     defaults: Value,
-    per_cloudlet: impl Fn(usize) -> Option<Value>,
 ) -> Result<mc_sim::Scenario> {
     let list: Vec<Value> = cloudlets
         .iter()
-        .enumerate()
-        .map(|(i, (org, name))| {
-            let mut c = json!({"region": REGION, "organization": org, "name": name});
-            if let (Some(Value::Object(extra)), Some(obj)) = (per_cloudlet(i), c.as_object_mut()) {
-                obj.extend(extra);
-            }
-            c
-        })
+        .map(|(org, name)| json!({"region": REGION, "organization": org, "name": name}))
         .collect();
     let s = json!({
         "time_scale": 1.0,
