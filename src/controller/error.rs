@@ -137,6 +137,24 @@ impl ClientError {
     }
 }
 
+impl ClientError {
+    /// What the client makes of a controller error about one cloudlet: an error status (or a
+    /// stream `result` line's code) and the controller's message. For in-process controllers
+    /// (the deterministic simulation) that must report a failure exactly as the HTTP client
+    /// would.
+    pub fn from_controller(status: u16, message: &str, region: &str, key: &CloudletKey) -> Self {
+        classify(
+            status,
+            message,
+            &Context {
+                region,
+                key: Some(key),
+                org: None,
+            },
+        )
+    }
+}
+
 /// What a request was about, to turn a bare server message into a precise error.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Context<'a> {

@@ -456,7 +456,7 @@ where
     ) -> Result<(), EngineError> {
         let (report_tx, mut reports) = mpsc::unbounded_channel::<WorkerReport>();
         self.reload("start").await;
-        self.publish_status(true);
+        self.publish_now();
         let snapshot = Arc::clone(&*self.status_tx.borrow());
         self.lifecycle.planned(&snapshot);
 
@@ -474,7 +474,7 @@ where
             let imminent = self
                 .next_due()
                 .is_some_and(|t| t <= plus_std(now, PUBLISH_CLEARANCE));
-            self.publish_status_unless(imminent);
+            self.publish_if_due(imminent);
             self.lifecycle.tick(&self.status_line);
 
             // The sleep is measured from a fresh reading: the work above took time.
@@ -504,7 +504,7 @@ where
                     EngineCommand::Reload { trigger, reply } => {
                         self.lifecycle.reloading();
                         let info = self.reload(&trigger).await;
-                        self.publish_status(true);
+                        self.publish_now();
                         let snapshot = Arc::clone(&*self.status_tx.borrow());
                         self.lifecycle.reloaded(&snapshot);
                         if let Some(reply) = reply {
@@ -539,7 +539,7 @@ where
             );
         }
         self.ctx.journal.flush().await?;
-        self.publish_status(true);
+        self.publish_now();
         Ok(())
     }
 
@@ -955,18 +955,10 @@ where
             .map(|(t, _)| *t)
     }
 
-    fn publish_status(&mut self, force: bool) {
-        if force {
-            self.publish_now();
-        } else {
-            self.publish_status_unless(false);
-        }
-    }
-
     /// Publishes when something changed (at most every 200 ms), and at least every few seconds
     /// anyway so that `last_tick` (health) stays fresh; `defer` (a look is imminent) holds a
     /// publication back for up to [`PUBLISH_DEFER_MAX`].
-    fn publish_status_unless(&mut self, defer: bool) {
+    fn publish_if_due(&mut self, defer: bool) {
         let min_age = if defer {
             PUBLISH_DEFER_MAX
         } else {

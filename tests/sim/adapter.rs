@@ -284,40 +284,6 @@ impl SimController {
     }
 }
 
-/// What the HTTP client's `classify` (src/controller/error.rs) makes of a status and message.
-fn classify(status: u16, message: &str, region: &str, key: &CloudletKey) -> ClientError {
-    let msg = message.trim().to_string();
-    let lower = msg.to_ascii_lowercase();
-    if status == 403 || lower == "forbidden" {
-        return ClientError::Forbidden {
-            org: key.organization.clone(),
-        };
-    }
-    if lower.contains("timed out waiting for") {
-        return ClientError::ControllerTimeout(msg);
-    }
-    if lower.contains("already in progress") {
-        return ClientError::InProgress(msg);
-    }
-    if lower.contains("must be in normaloperation") {
-        return ClientError::WrongState(msg);
-    }
-    if lower.contains("not found") && lower.contains("cloudlet") {
-        return ClientError::NotFound {
-            region: region.to_string(),
-            key: key.clone(),
-        };
-    }
-    match status {
-        200 => ClientError::HandshakeFailed(msg),
-        400 => ClientError::InvalidRequest(msg),
-        _ => ClientError::Http {
-            status,
-            message: msg,
-        },
-    }
-}
-
 /// The error the HTTP client reports for the same failure on the wire.
 pub fn client_error(f: SimFailure, region: &str, key: &CloudletKey) -> ClientError {
     match f {
@@ -325,13 +291,13 @@ pub fn client_error(f: SimFailure, region: &str, key: &CloudletKey) -> ClientErr
             status,
             message: Some(m),
             ..
-        } => classify(status, &m, region, key),
+        } => ClientError::from_controller(status, &m, region, key),
         SimFailure::Status { status, body, .. } => ClientError::Protocol {
             status,
             snippet: body.chars().take(120).collect(),
         },
         SimFailure::ResultLine { message, code } => {
-            classify(if code == 403 { 403 } else { 200 }, &message, region, key)
+            ClientError::from_controller(if code == 403 { 403 } else { 200 }, &message, region, key)
         }
         SimFailure::Dropped { reason, .. } => ClientError::StreamDropped(reason),
         SimFailure::Garbled(line) => ClientError::Protocol {

@@ -63,6 +63,16 @@ fn parse_ts(s: &str) -> Option<Timestamp> {
 }
 
 impl Run {
+    /// The kinds of the alerts the daemon's last status shows for a cloudlet of this name.
+    fn alert_kinds_of(&self, c: &CloudletRef) -> Vec<String> {
+        self.status
+            .alerts
+            .iter()
+            .filter(|a| a.cloudlet.as_deref() == Some(c.cloudlet.as_str()))
+            .map(|a| a.kind.clone())
+            .collect()
+    }
+
     fn holder(&self, c: &CloudletRef) -> Option<Holder> {
         self.last_init.get(c).map(|(_, h)| *h)
     }
@@ -307,12 +317,7 @@ impl Run {
         }
         if self.check_corrupt_alert && self.daemon.is_some() {
             self.check_corrupt_alert = false;
-            if !self
-                .status
-                .alerts
-                .iter()
-                .any(|a| a.kind == "journal_corrupt")
-            {
+            if !self.status_shows_alert("journal_corrupt") {
                 return Err(self.violation(
                     "P5 (corrupt journal reported)",
                     None,
@@ -549,12 +554,7 @@ impl Run {
                     s.maintenance_state,
                     s.state.name(),
                     self.quiet_since(&c),
-                    self.status
-                        .alerts
-                        .iter()
-                        .filter(|a| a.cloudlet.as_deref() == Some(c.cloudlet.as_str()))
-                        .map(|a| a.kind.clone())
-                        .collect::<Vec<_>>()
+                    self.alert_kinds_of(&c)
                 ),
             ));
         }
@@ -627,12 +627,7 @@ impl Run {
                     } else {
                         "wanted by a window"
                     },
-                    self.status
-                        .alerts
-                        .iter()
-                        .filter(|a| a.cloudlet.as_deref() == Some(c.cloudlet.as_str()))
-                        .map(|a| a.kind.clone())
-                        .collect::<Vec<_>>()
+                    self.alert_kinds_of(&c)
                 ),
             ));
         }

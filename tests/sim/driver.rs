@@ -562,11 +562,7 @@ impl Run {
         // own last status must have said so (if it published one at all).
         if std::mem::take(&mut self.check_corrupt_alert)
             && !self.status.started_at.is_empty()
-            && !self
-                .status
-                .alerts
-                .iter()
-                .any(|a| a.kind == "journal_corrupt")
+            && !self.status_shows_alert("journal_corrupt")
         {
             return Err(self.violation(
                 "P5 (corrupt journal reported)",
@@ -707,6 +703,23 @@ impl Run {
 
     fn schedule(&mut self, step: u64, action: Action) {
         self.pending.entry(step).or_default().push(action);
+    }
+
+    /// The daemon's last status shows an alert of this kind.
+    pub fn status_shows_alert(&self, kind: &str) -> bool {
+        self.status.alerts.iter().any(|a| a.kind == kind)
+    }
+
+    /// The cloudlets whose simulator snapshot satisfies `keep`, in their usual order.
+    fn cloudlets_where(
+        &self,
+        keep: impl Fn(&CloudletRef, &mc_sim::CloudletSnapshot) -> bool,
+    ) -> Vec<CloudletRef> {
+        self.crefs
+            .iter()
+            .filter(|c| keep(c, &self.snapshot(c)))
+            .cloned()
+            .collect()
     }
 
     fn pick<'a, T>(&mut self, items: &'a [T]) -> Option<&'a T> {
@@ -1040,15 +1053,8 @@ impl Run {
 
         // People.
         if self.chance(2.0) {
-            let idle: Vec<CloudletRef> = self
-                .crefs
-                .iter()
-                .filter(|c| {
-                    let s = self.snapshot(c);
-                    s.maintenance_state == M::NormalOperation && !s.busy
-                })
-                .cloned()
-                .collect();
+            let idle =
+                self.cloudlets_where(|_, s| s.maintenance_state == M::NormalOperation && !s.busy);
             if let Some(c) = self.pick(&idle).cloned() {
                 let by_hand = self.rng.random_bool(0.4);
                 if by_hand {
@@ -1068,20 +1074,14 @@ impl Run {
         }
         if self.chance(0.7) {
             // A person ends a maintenance the daemon started, during its window.
-            let held: Vec<CloudletRef> = self
-                .crefs
-                .iter()
-                .filter(|c| {
-                    let s = self.snapshot(c);
-                    s.maintenance_state == M::UnderMaintenance
-                        && !s.busy
-                        && self
-                            .last_init
-                            .get(*c)
-                            .is_some_and(|(_, h)| *h == Holder::Daemon)
-                })
-                .cloned()
-                .collect();
+            let held = self.cloudlets_where(|c, s| {
+                s.maintenance_state == M::UnderMaintenance
+                    && !s.busy
+                    && self
+                        .last_init
+                        .get(c)
+                        .is_some_and(|(_, h)| *h == Holder::Daemon)
+            });
             if let Some(c) = self.pick(&held).cloned() {
                 self.count("person_releases");
                 if self.rng.random_bool(0.5) {
@@ -1092,15 +1092,8 @@ impl Run {
             }
         }
         if self.chance(0.2) {
-            let idle: Vec<CloudletRef> = self
-                .crefs
-                .iter()
-                .filter(|c| {
-                    let s = self.snapshot(c);
-                    s.maintenance_state == M::NormalOperation && !s.busy
-                })
-                .cloned()
-                .collect();
+            let idle =
+                self.cloudlets_where(|_, s| s.maintenance_state == M::NormalOperation && !s.busy);
             if let Some(c) = self.pick(&idle).cloned() {
                 let state = if self.rng.random_bool(0.5) {
                     M::CrmRequested

@@ -233,23 +233,7 @@ pub fn world(rng: &mut StdRng, days: u32) -> World {
             integer_enums: Some(rng.random_bool(0.2)),
         });
     }
-    let scenario = Scenario {
-        time_scale: 1.0,
-        maintenance_timeout: HumanDuration(T),
-        token_lifetime: HumanDuration(Duration::from_secs(86_400)),
-        seed: rng.random(),
-        integer_enums: false,
-        users: vec![UserSpec {
-            username: PERSON.to_string(),
-            password: "unused".to_string(),
-            roles: vec![RoleSpec {
-                org: String::new(),
-                role: Role::AdminManager,
-            }],
-        }],
-        defaults: KnobsPatch::default(),
-        cloudlets: specs,
-    };
+    let scenario = sim_scenario(T, rng.random(), specs);
 
     let n_files = rng.random_range(3..=6);
     let mut files = Vec::new();
@@ -427,23 +411,7 @@ pub fn fixed_world(
         origin: origin.parse().expect("origin"),
         cloudlets,
         files,
-        scenario: Scenario {
-            time_scale: 1.0,
-            maintenance_timeout: HumanDuration(t),
-            token_lifetime: HumanDuration(Duration::from_secs(86_400)),
-            seed: 1,
-            integer_enums: false,
-            users: vec![UserSpec {
-                username: PERSON.to_string(),
-                password: "unused".to_string(),
-                roles: vec![RoleSpec {
-                    org: String::new(),
-                    role: Role::AdminManager,
-                }],
-            }],
-            defaults: KnobsPatch::default(),
-            cloudlets: specs,
-        },
+        scenario: sim_scenario(t, 1, specs),
         initially_manual: Vec::new(),
         initially_stuck: Vec::new(),
     }
@@ -470,5 +438,27 @@ pub fn daily(
         failover,
         lead_min,
         skip: Vec::new(),
+    }
+}
+
+/// The simulator's scenario: these cloudlets, controller timeout `t`, and one admin user (the
+/// simulated person).
+fn sim_scenario(t: Duration, seed: u64, cloudlets: Vec<CloudletSpec>) -> Scenario {
+    Scenario {
+        time_scale: 1.0,
+        maintenance_timeout: HumanDuration(t),
+        token_lifetime: HumanDuration(Duration::from_secs(86_400)),
+        seed,
+        integer_enums: false,
+        users: vec![UserSpec {
+            username: PERSON.to_string(),
+            password: "unused".to_string(),
+            roles: vec![RoleSpec {
+                org: String::new(),
+                role: Role::AdminManager,
+            }],
+        }],
+        defaults: KnobsPatch::default(),
+        cloudlets,
     }
 }
